@@ -1,0 +1,123 @@
+"""Pruning the store: by age, then least recently used first until it fits a size.
+
+A record's mtime is its last use. Objects are removed once no record refers to them;
+an unreferenced object or temp file younger than :data:`GRACE_SECONDS` is left alone
+because a concurrent writer may be about to refer to it (it writes objects before the
+record). One collector at a time, under a file lock; readers and writers never wait.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from collections import Counter
+from pathlib import Path
+
+import filelock
+
+from .store import Store, is_name
+
+GRACE_SECONDS = 3600.0
+
+
+@dataclasses.dataclass
+class Collected:
+    records_removed: int = 0
+    objects_removed: int = 0
+    temp_removed: int = 0
+    bytes_removed: int = 0
+    records_kept: int = 0
+    bytes_kept: int = 0
+    busy: bool = False
+
+    def describe(self) -> str:
+        if self.busy:
+            return "vault gc: another garbage collection is running on this store; nothing done"
+        return (
+            f"vault gc: removed {self.records_removed} records, {self.objects_removed} objects"
+            f" and {self.temp_removed} temp files ({_size(self.bytes_removed)}); kept"
+            f" {self.records_kept} records ({_size(self.bytes_kept)})"
+        )
+
+
+def _size(n: int) -> str:
+    for unit in ("B", "K", "M", "G"):
+        if n < 1024 or unit == "G":
+            return f"{n:.0f}{unit}" if unit == "B" else f"{n:.1f}{unit}"
+        n /= 1024
+    raise AssertionError
+
+
+def _references(payload: dict) -> list[str]:
+    names = [payload.get("env"), *(payload.get("shared") or [])]
+    return [n for n in names if is_name(n)]
+
+
+def collect(store: Store, max_size: int, max_age: float, now: float | None = None) -> Collected:
+    """Prune ``store`` to records used within ``max_age`` seconds and ``max_size`` bytes."""
+    now = time.time() if now is None else now
+    grace = min(GRACE_SECONDS, max_age)
+    result = Collected()
+    store.ensure()
+    lock = filelock.FileLock(str(store.base / "gc.lock"))
+    try:
+        lock.acquire(timeout=0)
+    except filelock.Timeout:
+        result.busy = True
+        return result
+    try:
+        _collect(store, max_size, max_age, now, grace, result)
+    finally:
+        lock.release()
+    return result
+
+
+def _collect(store: Store, max_size: int, max_age: float, now: float, grace: float, result: Collected) -> None:
+    def remove(path: Path, size: int) -> None:
+        store.remove(path)
+        result.bytes_removed += size
+
+    for path, st in store.iter_tmp():
+        if st.st_mtime < now - grace:
+            remove(path, st.st_size)
+            result.temp_removed += 1
+
+    # Records, oldest use first; unreadable ones and those past max_age go now.
+    live: list[tuple[float, Path, int, list[str]]] = []
+    for path, st in store.iter_records():
+        payload = store.read_record(path)
+        if payload is None or st.st_mtime < now - max_age:
+            remove(path, st.st_size)
+            result.records_removed += 1
+        else:
+            live.append((st.st_mtime, path, st.st_size, _references(payload)))
+    live.sort()
+
+    refcount: Counter[str] = Counter(name for *_, refs in live for name in refs)
+    objects = {name: (path, st) for name, path, st in store.iter_objects()}
+
+    def drop_object(name: str) -> None:
+        path, st = objects.pop(name)
+        remove(path, st.st_size)
+        result.objects_removed += 1
+
+    for name, (_, st) in list(objects.items()):
+        if refcount[name] == 0 and st.st_mtime < now - grace:
+            drop_object(name)
+
+    total = sum(size for _, _, size, _ in live) + sum(st.st_size for _, st in objects.values())
+    kept = []
+    for index, (mtime, path, size, refs) in enumerate(live):
+        if total <= max_size:
+            kept = live[index:]
+            break
+        remove(path, size)
+        total -= size
+        result.records_removed += 1
+        for name in refs:
+            refcount[name] -= 1
+            if refcount[name] == 0 and name in objects:
+                total -= objects[name][1].st_size
+                drop_object(name)
+    result.records_kept = len(kept)
+    result.bytes_kept = total

@@ -1,0 +1,125 @@
+"""Content digests of the files a test depends on, with a stat cache.
+
+Two digests per file:
+
+* ``file`` — blake3 of the bytes: any edit changes it.
+* ``code`` — blake3 of the module's *import-time code*: its AST with every function
+  body blanked (docstrings kept). Editing a function body leaves it unchanged;
+  editing a constant, a class attribute, a decorator, a default or a registration
+  changes it. Tests that merely import a module depend on this digest only.
+
+Digests are remembered by ``(size, mtime_ns, ctime_ns, inode)`` so unchanged files
+are not re-read, within a run and (through :meth:`Hasher.export`) across runs. An
+entry whose mtime is within :data:`RACY_SECONDS` of the moment it was remembered is
+not carried over: a file written in the same instant could change again without its
+mtime moving (the rule ccache and ``go`` follow).
+"""
+
+from __future__ import annotations
+
+import ast
+import os
+import time
+from pathlib import Path
+from typing import Literal
+
+import blake3
+
+Kind = Literal["file", "code"]
+KINDS: tuple[Kind, ...] = ("file", "code")
+DIGEST_CHARS = 32  # 128 bits, hex
+RACY_SECONDS = 2.0
+
+
+def digest_bytes(data: bytes) -> str:
+    return blake3.blake3(data).hexdigest()[:DIGEST_CHARS]
+
+
+class _BlankFunctionBodies(ast.NodeTransformer):
+    """Replace each function body by its docstring (or ``pass``), recursing into classes."""
+
+    def _blank(self, node: ast.FunctionDef | ast.AsyncFunctionDef) -> ast.AST:
+        first = node.body[0] if node.body else None
+        is_doc = (
+            isinstance(first, ast.Expr)
+            and isinstance(first.value, ast.Constant)
+            and isinstance(first.value.value, str)
+        )
+        node.body = [first] if is_doc else [ast.Pass()]
+        return node
+
+    visit_FunctionDef = _blank
+    visit_AsyncFunctionDef = _blank
+
+
+def code_digest(source: bytes) -> str:
+    """Digest of the import-time code of a Python source; the full digest if unparsable."""
+    try:
+        tree = ast.parse(source)
+    except (SyntaxError, ValueError):
+        return digest_bytes(source)
+    _BlankFunctionBodies().visit(tree)
+    return digest_bytes(ast.dump(tree).encode())
+
+
+def _stat_key(st: os.stat_result) -> tuple[int, int, int, int]:
+    return (st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino)
+
+
+class Hasher:
+    """Digests of files under ``root``, addressed by relative POSIX paths.
+
+    ``None`` stands for "no such file": a recorded ``None`` means the file must
+    still be absent (a conftest that did not exist, say).
+    """
+
+    def __init__(self, root: Path, remembered: dict | None = None) -> None:
+        self.root = root
+        # relpath -> [size, mtime_ns, ctime_ns, inode, {kind: digest}]
+        self._entries: dict[str, list] = {}
+        if isinstance(remembered, dict):
+            for relpath, entry in remembered.items():
+                if _valid_entry(entry):
+                    self._entries[relpath] = [*entry[:4], dict(entry[4])]
+
+    def digest(self, relpath: str, kind: Kind) -> str | None:
+        path = os.path.join(self.root, relpath)
+        try:
+            st = os.stat(path)
+        except OSError:
+            return None
+        key = _stat_key(st)
+        entry = self._entries.get(relpath)
+        if entry is None or tuple(entry[:4]) != key:
+            entry = [*key, {}]
+            self._entries[relpath] = entry
+        digests: dict = entry[4]
+        if kind not in digests:
+            try:
+                with open(path, "rb") as f:
+                    data = f.read()
+            except OSError:
+                return None
+            digests["file"] = digest_bytes(data)
+            if kind == "code":
+                digests["code"] = code_digest(data)
+        return digests[kind]
+
+    def export(self) -> dict:
+        """The stat cache to remember for the next run, racy entries left out."""
+        horizon = time.time_ns() - int(RACY_SECONDS * 1e9)
+        return {
+            relpath: entry
+            for relpath, entry in self._entries.items()
+            if entry[1] < horizon and entry[2] < horizon
+        }
+
+
+def _valid_entry(entry: object) -> bool:
+    return (
+        isinstance(entry, list)
+        and len(entry) == 5
+        and all(isinstance(x, int) for x in entry[:4])
+        and isinstance(entry[4], dict)
+        and all(k in KINDS and isinstance(v, str) for k, v in entry[4].items())
+    )

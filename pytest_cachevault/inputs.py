@@ -1,0 +1,180 @@
+"""What a test's outcome depends on, as digests of files under the rootdir.
+
+An *input group* is ``{"file": {relpath: digest}, "code": {relpath: digest}}``: whole
+file contents, and import-time code (see :mod:`hashing`); a ``None`` digest means the
+file must not exist. A test's inputs are
+
+* its own group: the files it executed in setup, call and teardown, what its
+  higher-scoped fixtures executed when they were set up, its module and conftests;
+* one shared *import state*: the ``code`` digest of every library module loaded
+  (library: in-tree, and neither a test module nor a conftest), plus the whole
+  content of the library files whose functions ran at import or collection time, or
+  that hold a memoized function whose cache is filled (a cache hit runs no code of
+  its own, so the test that profits from it would not have traced the file).
+
+The import state is the same for most tests, so it is stored once as an object and
+verified once per run. Files outside the rootdir belong to the interpreter and the
+installed distributions, which the environment fingerprint covers.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import sys
+from collections.abc import Iterable
+from pathlib import Path
+
+from .hashing import Hasher
+from .trace import Executed
+
+Group = dict[str, dict[str, "str | None"]]
+
+
+def empty_group() -> Group:
+    return {"file": {}, "code": {}}
+
+
+def is_group(value: object) -> bool:
+    """Shape check for groups read back from the (untrusted) store."""
+    return (
+        isinstance(value, dict)
+        and set(value) == {"file", "code"}
+        and all(
+            isinstance(part, dict)
+            and all(isinstance(k, str) and (v is None or isinstance(v, str)) for k, v in part.items())
+            for part in value.values()
+        )
+    )
+
+
+def _is_safe_relpath(relpath: str) -> bool:
+    """Relative, POSIX, no ``..``: a path read from the store stays under the rootdir."""
+    parts = relpath.split("/")
+    return bool(relpath) and not relpath.startswith("/") and ".." not in parts and "\\" not in relpath
+
+
+class Dependencies:
+    """Maps traced file names to rootdir-relative inputs, and checks inputs against the tree."""
+
+    def __init__(self, root: Path, hasher: Hasher, excluded_prefixes: tuple[str, ...]) -> None:
+        self.root = root
+        self.hasher = hasher
+        self._root_prefix = str(root) + os.sep
+        self._excluded = excluded_prefixes
+        self._relpaths: dict[str, str | None] = {}
+        #: Relative paths of the test modules pytest collected (not library code).
+        self.test_modules: set[str] = set()
+        self._loaded: tuple[int, frozenset[str]] = (-1, frozenset())
+        #: Library modules loaded once collection is over; see :meth:`changed_shared`.
+        self.baseline: frozenset[str] = frozenset()
+        self._memoized: tuple[int, list] = (-1, [])
+        self._verified: dict[str, str | None] = {}
+
+    # -- names ----------------------------------------------------------------------
+    def relpath(self, filename: str) -> str | None:
+        """The input name of a traced file, or None if it is not an in-tree source file."""
+        try:
+            return self._relpaths[filename]
+        except KeyError:
+            pass
+        relpath = None
+        if (
+            filename.startswith(self._root_prefix)
+            and not filename.startswith(self._excluded)
+            and "__pycache__" not in filename
+            and os.path.isfile(filename)
+        ):
+            relpath = filename[len(self._root_prefix) :].replace(os.sep, "/")
+        self._relpaths[filename] = relpath
+        return relpath
+
+    def relpaths(self, filenames: Iterable[str]) -> set[str]:
+        return {r for r in map(self.relpath, filenames) if r is not None}
+
+    def is_library(self, relpath: str) -> bool:
+        return relpath not in self.test_modules and not relpath.endswith("conftest.py")
+
+    # -- building groups ------------------------------------------------------------
+    def files(self, relpaths: Iterable[str]) -> dict[str, str | None]:
+        return {r: self.hasher.digest(r, "file") for r in sorted(relpaths)}
+
+    def loaded_library(self) -> frozenset[str]:
+        """Library modules in ``sys.modules`` now (recomputed only when it grew)."""
+        count = len(sys.modules)
+        if self._loaded[0] != count:
+            found = set()
+            for module in list(sys.modules.values()):
+                filename = getattr(module, "__file__", None)
+                if isinstance(filename, str):
+                    relpath = self.relpath(filename)
+                    if relpath is not None and relpath.endswith(".py") and self.is_library(relpath):
+                        found.add(relpath)
+            self._loaded = (count, frozenset(found))
+        return self._loaded[1]
+
+    def import_state(self, outside: Executed, preloaded: Iterable[str]) -> Group:
+        """The shared inputs of every test run now (see the module docstring)."""
+        whole = self.relpaths(outside.function_files) | set(preloaded) | self.filled_caches()
+        whole = {r for r in whole if self.is_library(r)}
+        loaded = self.loaded_library()
+        return {
+            "file": self.files(whole),
+            "code": {r: self.hasher.digest(r, "code") for r in sorted(loaded)},
+        }
+
+    def filled_caches(self) -> frozenset[str]:
+        """Files of in-tree ``functools`` caches (module level and class level) now filled."""
+        count = len(sys.modules)
+        if self._memoized[0] != count:
+            self._memoized = (count, list(self._find_caches()))
+        return frozenset(relpath for relpath, cached in self._memoized[1] if _cache_filled(cached))
+
+    def _find_caches(self):
+        for module in list(sys.modules.values()):
+            filename = getattr(module, "__file__", None)
+            if not isinstance(filename, str) or self.relpath(filename) is None:
+                continue
+            for value in list(vars(module).values()):
+                members = list(vars(value).values()) if isinstance(value, type) else [value]
+                for member in members:
+                    if isinstance(member, (staticmethod, classmethod)):
+                        member = member.__func__
+                    if type(member) is _LRU_CACHE_WRAPPER:
+                        code = getattr(member.__wrapped__, "__code__", None)
+                        relpath = code and self.relpath(code.co_filename)
+                        if relpath:
+                            yield relpath, member
+
+    # -- checking groups ------------------------------------------------------------
+    def changed(self, group: Group) -> str | None:
+        """The first input of ``group`` that differs from the tree now, or None."""
+        for kind in ("file", "code"):
+            for relpath, digest in group[kind].items():
+                if not _is_safe_relpath(relpath):
+                    return relpath
+                if self.hasher.digest(relpath, kind) != digest:  # type: ignore[arg-type]
+                    return relpath
+        return None
+
+    def changed_shared(self, name: str, group: Group) -> str | None:
+        """:meth:`changed` for a shared group, remembered for the rest of the run.
+
+        Also fails a group recorded when fewer library modules were loaded than were
+        after this run's collection: a module that was not there then may have changed
+        shared state at import.
+        """
+        if name not in self._verified:
+            verdict = self.changed(group)
+            if verdict is None:
+                missing = self.baseline - group["code"].keys()
+                verdict = min(missing) if missing else None
+            self._verified[name] = verdict
+        return self._verified[name]
+
+
+_LRU_CACHE_WRAPPER = type(functools.lru_cache(lambda: None))
+
+
+def _cache_filled(cached) -> bool:
+    return cached.cache_info().currsize > 0

@@ -1,0 +1,278 @@
+"""pytest hooks and options: wires config → fingerprint → trace → store → replay → report.
+
+Roles, as in pytest-xdist: in a serial run or an xdist worker, :class:`VaultPlugin`
+traces, looks up, replays and records; in an xdist controller only the
+:class:`~pytest_cachevault.report.VaultReporter` runs, counting the reports the
+workers send.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import sysconfig
+
+import pytest
+
+from . import config as vault_config
+from . import gc, replay
+from .hashing import Hasher
+from .report import VaultReporter
+from .session import BYPASS, UNCACHEABLE, VaultSession, Verdict
+from .store import Store, StoreError
+from .trace import Executed, Tracer, TracerUnavailable, make_tracer
+
+MARKER = "vault_bypass"
+STAT_CACHE_KEY = "cachevault/stat"
+
+_tracer_key = pytest.StashKey["tuple[Tracer, set[str]] | str"]()
+_verdict_key = pytest.StashKey[Verdict]()
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    group = parser.getgroup("cachevault", "test-result cache (pytest-cachevault)")
+    group.addoption(
+        "--vault", action="store_true", default=False,
+        help="replay the stored results of tests whose inputs are unchanged (ini: vault).",
+    )
+    group.addoption(
+        "--vault-dir", default=None, metavar="DIR",
+        help=f"the store (ini: vault_dir; env: {vault_config.ENV_DIR}; "
+        "default: ~/.cache/pytest-cachevault).",
+    )
+    group.addoption(
+        "--vault-bypass", action="store_true", default=False,
+        help="run every test for real and refresh its stored result.",
+    )
+    group.addoption(
+        "--vault-gc", action="store_true", default=False,
+        help="prune the store to --vault-max-size and --vault-max-age, then exit.",
+    )
+    group.addoption(
+        "--vault-max-size", default=None, metavar="SIZE",
+        help=f"size limit for --vault-gc, e.g. 500M, 2G (ini: vault_max_size; "
+        f"default {vault_config.DEFAULT_MAX_SIZE}).",
+    )
+    group.addoption(
+        "--vault-max-age", default=None, metavar="AGE",
+        help=f"drop results unused for longer, e.g. 12h, 14d (ini: vault_max_age; "
+        f"default {vault_config.DEFAULT_MAX_AGE}).",
+    )
+    parser.addini("vault", type="bool", default=False, help="turn the vault on (like --vault).")
+    parser.addini("vault_dir", default="", help="the store directory (relative to the ini file).")
+    parser.addini(
+        "vault_env", type="args", default=[],
+        help="environment variable names or globs whose values enter every key.",
+    )
+    parser.addini(
+        "vault_lockfiles", type="args", default=[],
+        help="lockfiles (globs, relative to the rootdir) whose content enters every key; "
+        "default: " + " ".join(vault_config.DEFAULT_LOCKFILE_GLOBS),
+    )
+    parser.addini("vault_max_size", default="", help="size limit for --vault-gc.")
+    parser.addini("vault_max_age", default="", help="age limit for --vault-gc.")
+
+
+def _is_controller(namespace: object) -> bool:
+    """True in an xdist controller: it schedules tests, its workers run them."""
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        return False
+    numprocesses = getattr(namespace, "numprocesses", None)
+    dist = getattr(namespace, "dist", "no")
+    return bool(numprocesses) or dist not in (None, "no")
+
+
+def _excluded_prefixes(root: str) -> tuple[str, ...]:
+    """Install locations (stdlib, site-packages, venvs): covered by the environment fingerprint."""
+    paths = {sys.prefix, sys.exec_prefix, sys.base_prefix, *sysconfig.get_paths().values()}
+    prefixes = {os.path.join(os.path.realpath(p), "") for p in paths if p}
+    return tuple(sorted(p for p in prefixes if not os.path.join(root, "").startswith(p)))
+
+
+def _start_tracer(config: pytest.Config) -> None:
+    """Trace from before the conftests are imported, so import-time code is seen."""
+    try:
+        tracer = make_tracer(config.rootpath, _excluded_prefixes(str(config.rootpath)))
+        preloaded = {m.__file__ for m in list(sys.modules.values()) if isinstance(getattr(m, "__file__", None), str)}
+        tracer.start()
+    except TracerUnavailable as exc:
+        config.stash[_tracer_key] = str(exc)
+    else:
+        config.stash[_tracer_key] = (tracer, preloaded)
+
+
+def _wants_tracer(config: pytest.Config) -> bool:
+    namespace = config.known_args_namespace
+    if getattr(namespace, "vault_gc", False) or getattr(namespace, "collectonly", False):
+        return False
+    try:
+        enabled = namespace.vault or config.getini("vault")
+    except (ValueError, AttributeError):
+        enabled = getattr(namespace, "vault", False)
+    return bool(enabled) and not _is_controller(namespace)
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_load_initial_conftests(early_config: pytest.Config):
+    if _wants_tracer(early_config):
+        _start_tracer(early_config)
+    return (yield)
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_cmdline_main(config: pytest.Config):
+    if not config.getoption("vault_gc"):
+        return None
+    vault = vault_config.load(config)
+    store = Store(vault.directory)
+    try:
+        result = gc.collect(store, vault.max_size, vault.max_age)
+    except StoreError as exc:
+        raise pytest.UsageError(f"--vault-gc: {exc}") from exc
+    print(result.describe())
+    return 0
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line(
+        "markers", f"{MARKER}: always run this test for real; never replay nor store its result."
+    )
+    vault = vault_config.load(config)
+    if not vault.enabled or vault.gc or config.option.collectonly:
+        return
+    reporter = VaultReporter()
+    config.pluginmanager.register(reporter, "cachevault-reporter")
+    if _is_controller(config.option):
+        return
+    if _tracer_key not in config.stash:
+        _start_tracer(config)
+    started = config.stash[_tracer_key]
+    if isinstance(started, str):
+        reporter.warnings.append(f"cannot trace ({started}); every test runs, nothing is stored")
+        return
+    tracer, preloaded = started
+    store = Store(vault.directory)
+    try:
+        store.ensure()
+    except StoreError as exc:
+        reporter.warnings.append(f"{exc}; every test runs, nothing is stored")
+        tracer.stop()
+        return
+    cache = getattr(config, "cache", None)
+    hasher = Hasher(config.rootpath, cache.get(STAT_CACHE_KEY, None) if cache else None)
+    root = str(config.rootpath)
+    session = VaultSession(config, vault, store, tracer, hasher, _excluded_prefixes(root), preloaded)
+    config.pluginmanager.register(VaultPlugin(session, reporter), "cachevault-session")
+    config.pluginmanager.register(Replayer(), "cachevault-replayer")
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    started = config.stash.get(_tracer_key, None)
+    if isinstance(started, tuple):
+        started[0].stop()
+
+
+class Replayer:
+    """Short-circuits the run protocol of a test whose lookup hit."""
+
+    @pytest.hookimpl(tryfirst=True)
+    def pytest_runtest_protocol(self, item: pytest.Item) -> bool | None:
+        verdict = item.stash.get(_verdict_key, None)
+        if verdict is None or verdict.reports is None:
+            return None
+        replay.emit(item, verdict.reports)
+        return True
+
+
+class VaultPlugin:
+    """Traces each live test, decides hits before the protocol, records results after."""
+
+    def __init__(self, session: VaultSession, reporter: VaultReporter) -> None:
+        self.session = session
+        self.reporter = reporter
+        self.tracer = session.tracer
+        self._reports: list[pytest.TestReport] = []
+        self._replayed_any = False
+
+    # -- collection ---------------------------------------------------------------------
+    @pytest.hookimpl(wrapper=True)
+    def pytest_make_collect_report(self, collector: pytest.Collector):
+        if not isinstance(collector, pytest.Module) or type(collector).__name__ == "DoctestModule":
+            return (yield)
+        self.tracer.push()
+        try:
+            return (yield)
+        finally:
+            executed = self.tracer.pop()
+            relpath = self.session.deps.relpath(str(collector.path))
+            if relpath is not None:
+                self.session.deps.test_modules.add(relpath)
+                self.session.module_files[relpath] = self.session.deps.relpaths(executed.function_files)
+
+    def pytest_collection_finish(self) -> None:
+        self.session.deps.baseline = self.session.deps.loaded_library()
+
+    # -- fixtures above function scope: what their setup ran is every user's input ------
+    @pytest.hookimpl(wrapper=True)
+    def pytest_fixture_setup(self, fixturedef: pytest.FixtureDef):
+        if fixturedef.scope == "function":
+            return (yield)
+        self.tracer.push()
+        try:
+            return (yield)
+        finally:
+            files = self.session.deps.relpaths(self.tracer.pop().files)
+            self.session.fixture_files.setdefault(fixturedef, set()).update(files)
+
+    # -- the run protocol ---------------------------------------------------------------
+    def _decide(self, item: pytest.Item) -> Verdict:
+        if item.get_closest_marker(MARKER) is not None:
+            return Verdict(None, BYPASS)
+        if self.session.vault.bypass:
+            return Verdict(None, BYPASS)
+        if self.session.deps.relpath(str(item.path)) is None:
+            return Verdict(None, UNCACHEABLE, "the test file is outside the rootdir")
+        return self.session.lookup(item)
+
+    @pytest.hookimpl(wrapper=True)
+    def pytest_runtest_protocol(self, item: pytest.Item):
+        verdict = self._decide(item)
+        item.stash[_verdict_key] = verdict
+        if verdict.reports is not None:
+            self._replayed_any = True
+            return (yield)
+        self._reports = []
+        self.tracer.push()
+        try:
+            return (yield)
+        finally:
+            executed = self.tracer.pop(merge=False)
+            if item.get_closest_marker(MARKER) is None:
+                self.session.record(item, self._reports, executed)
+
+    @pytest.hookimpl(wrapper=True, tryfirst=True)
+    def pytest_runtest_setup(self, item: pytest.Item):
+        # A replayed test left the fixtures of the live test before it standing (pytest
+        # keeps what the *next* item shares): tear down what this item does not share.
+        if self._replayed_any:
+            item.session._setupstate.teardown_exact(item)
+        return (yield)
+
+    @pytest.hookimpl(wrapper=True)
+    def pytest_runtest_makereport(self, item: pytest.Item):
+        report = yield
+        verdict = item.stash.get(_verdict_key, None)
+        if verdict is not None:
+            setattr(report, replay.REPORT_ATTRIBUTE, verdict.reason)
+        return report
+
+    def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
+        if getattr(report, replay.REPORT_ATTRIBUTE, replay.CACHED) != replay.CACHED:
+            self._reports.append(report)
+
+    # -- the end ------------------------------------------------------------------------
+    def pytest_sessionfinish(self, session: pytest.Session) -> None:
+        self.reporter.warnings.extend(dict.fromkeys(self.session.problems + self.session.store.problems))
+        cache = getattr(session.config, "cache", None)
+        if cache is not None:
+            cache.set(STAT_CACHE_KEY, self.session.hasher.export())

@@ -1,0 +1,77 @@
+"""Stored reports: to JSON when a test ran, and back through pytest's hooks on a hit.
+
+Reports go through ``pytest_report_to_serializable`` / ``pytest_report_from_serializable``
+(the path pytest-xdist uses), minus the fields that describe one run rather than the
+test (xdist's worker and run ids). The rootdir is replaced by a token in every string
+so that a record replays from another checkout with that checkout's paths. JSON has
+no tuples; the fields pytest expects as tuples are made tuples again.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+#: Attribute set on reports this plugin emits or annotates: "cached", or why it ran.
+REPORT_ATTRIBUTE = "vault"
+CACHED = "cached"
+_RUN_FIELDS = ("node", "worker_id", "item_index", "testrun_uid", REPORT_ATTRIBUTE)
+_ROOT_TOKEN = "{vault-rootdir}"
+
+
+class BadRecord(Exception):
+    """Stored reports that pytest cannot turn back into reports."""
+
+
+def _replace(value: Any, old: str, new: str) -> Any:
+    if isinstance(value, str):
+        return value.replace(old, new) if old in value else value
+    if isinstance(value, list | tuple):
+        return [_replace(v, old, new) for v in value]
+    if isinstance(value, dict):
+        return {k: _replace(v, old, new) for k, v in value.items()}
+    return value
+
+
+def to_stored(config: pytest.Config, report: pytest.TestReport) -> dict:
+    data = config.hook.pytest_report_to_serializable(config=config, report=report)
+    for field in _RUN_FIELDS:
+        data.pop(field, None)
+    return _replace(data, str(config.rootpath), _ROOT_TOKEN)
+
+
+def _tuples(report: pytest.TestReport) -> None:
+    report.location = tuple(report.location)  # type: ignore[assignment]
+    if isinstance(report.longrepr, list):
+        report.longrepr = tuple(report.longrepr)
+    report.sections = [tuple(section) for section in report.sections]
+    report.user_properties = [tuple(prop) for prop in report.user_properties]
+
+
+def from_stored(config: pytest.Config, stored: list) -> list[pytest.TestReport]:
+    """Rebuild reports from a record, marked as cached; :class:`BadRecord` if impossible."""
+    reports = []
+    try:
+        for data in stored:
+            data = _replace(data, _ROOT_TOKEN, str(config.rootpath))
+            report = config.hook.pytest_report_from_serializable(config=config, data=data)
+            if not isinstance(report, pytest.TestReport):
+                raise BadRecord("not a test report")
+            _tuples(report)
+            setattr(report, REPORT_ATTRIBUTE, CACHED)
+            reports.append(report)
+    except Exception as exc:  # the store is untrusted: any shape may come back
+        raise BadRecord(str(exc)) from exc
+    if not reports or reports[0].when != "setup" or reports[-1].when != "teardown":
+        raise BadRecord("reports of an incomplete test")
+    return reports
+
+
+def emit(item: pytest.Item, reports: list[pytest.TestReport]) -> None:
+    """Send stored reports through the hooks a live run would call, in the same order."""
+    ihook = item.ihook
+    ihook.pytest_runtest_logstart(nodeid=item.nodeid, location=item.location)
+    for report in reports:
+        ihook.pytest_runtest_logreport(report=report)
+    ihook.pytest_runtest_logfinish(nodeid=item.nodeid, location=item.location)

@@ -1,0 +1,177 @@
+"""One run of the vault: look a test up before it runs, record it after.
+
+Holds the state of a run (environment, tracer, what fixtures and test modules
+executed) and turns an item plus what it executed into a stored record, and a stored
+record back into a verdict. The pytest hooks that call it live in :mod:`plugin`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from pathlib import Path
+
+import pytest
+
+from . import fingerprint, replay
+from .config import VaultConfig
+from .hashing import Hasher
+from .inputs import Dependencies, Group, empty_group, is_group
+from .store import Store, StoreError, is_name
+from .trace import Executed, Tracer
+
+NEW = "new"
+CHANGED = "changed"
+FAILED_LAST_TIME = "failed last time"
+BYPASS = "bypass"
+UNCACHEABLE = "uncacheable"
+
+
+@dataclasses.dataclass
+class Verdict:
+    """A lookup's answer: replayable reports, or why the test must run."""
+
+    reports: list[pytest.TestReport] | None
+    reason: str
+    detail: str = ""
+
+
+class VaultSession:
+    def __init__(
+        self,
+        config: pytest.Config,
+        vault: VaultConfig,
+        store: Store,
+        tracer: Tracer,
+        hasher: Hasher,
+        excluded_prefixes: tuple[str, ...],
+        preloaded: set[str],
+    ) -> None:
+        self.config = config
+        self.vault = vault
+        self.store = store
+        self.tracer = tracer
+        self.hasher = hasher
+        self.root: Path = config.rootpath
+        self.deps = Dependencies(self.root, hasher, excluded_prefixes)
+        self.preloaded = self.deps.relpaths(preloaded)
+        self.writable = True
+        self.problems: list[str] = []
+        #: What each higher-scoped fixture executed while being set up, for every test using it.
+        self.fixture_files: dict[object, set[str]] = {}
+        #: Files whose functions ran while a test module was collected (parametrize values...).
+        self.module_files: dict[str, set[str]] = {}
+        self._objects: dict[str, object] = {}
+        self._import_state: tuple[tuple, str | None] = ((), None)
+        self.environment = fingerprint.environment(config, vault, hasher)
+        self.environment_id = fingerprint.environment_digest(self.environment)
+        self._environment_object: str | None = None
+
+    # -- lookup -----------------------------------------------------------------------
+    def _shared(self, name: object) -> Group | None:
+        if not is_name(name):
+            return None
+        if name not in self._objects:
+            self._objects[name] = self.store.get_object(name)  # type: ignore[arg-type]
+        value = self._objects[name]
+        return value if is_group(value) else None
+
+    def _changed(self, payload: dict) -> str | None:
+        """The first input of a record that differs now ("" if the record is malformed)."""
+        own, shared = payload.get("inputs"), payload.get("shared")
+        if not is_group(own) or not isinstance(shared, list):
+            return ""
+        changed = self.deps.changed(own)
+        for name in shared:
+            if changed is not None:
+                break
+            group = self._shared(name)
+            changed = "" if group is None else self.deps.changed_shared(name, group)
+        return changed
+
+    def lookup(self, item: pytest.Item) -> Verdict:
+        key = fingerprint.key_of(self.environment_id, item.nodeid)
+        first_change = None
+        for candidate in self.store.candidates(key):
+            payload = candidate.payload
+            changed = self._changed(payload)
+            if changed is not None:
+                first_change = first_change if first_change is not None else changed
+                continue
+            if payload.get("outcome") == "failed":
+                return Verdict(None, FAILED_LAST_TIME)
+            try:
+                reports = replay.from_stored(self.config, payload.get("reports"))
+            except replay.BadRecord as exc:
+                self.problems.append(f"unusable record for {item.nodeid}: {exc}")
+                continue
+            self.store.touch(candidate)
+            return Verdict(reports, replay.CACHED)
+        if first_change is None:
+            return Verdict(None, NEW)
+        return Verdict(None, CHANGED, first_change)
+
+    # -- recording --------------------------------------------------------------------
+    def _own_inputs(self, item: pytest.Item, executed: Executed) -> Group | None:
+        """The item's own inputs, or None if it cannot be fingerprinted."""
+        module = self.deps.relpath(str(item.path))
+        if module is None:
+            return None
+        files = self.deps.relpaths(executed.files)
+        files.add(module)
+        files |= self.module_files.get(module, set())
+        fixtureinfo = getattr(item, "_fixtureinfo", None)
+        for fixturedefs in getattr(fixtureinfo, "name2fixturedefs", {}).values():
+            for fixturedef in fixturedefs:
+                files |= self.fixture_files.get(fixturedef, set())
+        group = empty_group()
+        group["file"] = self.deps.files(files)
+        directory = item.path.parent
+        while True:  # conftests above the test, and where there is none: its absence
+            conftest = self.deps.relpath(str(directory / "conftest.py"))
+            if conftest is None and directory.is_relative_to(self.root):
+                conftest = (directory / "conftest.py").relative_to(self.root).as_posix()
+            if conftest is not None:
+                group["file"].setdefault(conftest, self.hasher.digest(conftest, "file"))
+            if directory == self.root or directory == directory.parent:
+                break
+            directory = directory.parent
+        return group
+
+    def _import_state_name(self) -> str:
+        outside = self.tracer.outside()
+        signature = (
+            len(outside.function_files),
+            self.deps.loaded_library(),
+            self.deps.filled_caches(),
+        )
+        if self._import_state[0] != signature or self._import_state[1] is None:
+            group = self.deps.import_state(outside, self.preloaded)
+            self._import_state = (signature, self.store.put_object(group))
+        return self._import_state[1]  # type: ignore[return-value]
+
+    def record(self, item: pytest.Item, reports: list[pytest.TestReport], executed: Executed) -> None:
+        """Store what a live test did, if it completed and can be fingerprinted."""
+        if not self.writable or not reports or reports[-1].when != "teardown":
+            return
+        own = self._own_inputs(item, executed)
+        if own is None:
+            return
+        failed = any(report.failed for report in reports)
+        payload = {
+            "nodeid": item.nodeid,
+            "inputs": own,
+            "outcome": "failed" if failed else "passed",
+            "duration": sum(report.duration for report in reports),
+            "created": int(time.time()),
+            "reports": [] if failed else [replay.to_stored(self.config, r) for r in reports],
+        }
+        try:
+            if self._environment_object is None:
+                self._environment_object = self.store.put_object(self.environment)
+            payload["env"] = self._environment_object
+            payload["shared"] = [self._import_state_name()]
+            self.store.put_record(fingerprint.key_of(self.environment_id, item.nodeid), payload)
+        except StoreError as exc:
+            self.writable = False
+            self.problems.append(f"{exc}; results of this run are not stored")

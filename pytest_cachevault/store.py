@@ -1,0 +1,261 @@
+"""The content-addressed result store: a directory of immutable JSON files.
+
+Knows nothing of pytest. Layout::
+
+    <dir>/CACHEDIR.TAG
+    <dir>/v1/records/<key[:2]>/<key>/<name>.json   candidate results of one test key
+    <dir>/v1/objects/<id[:2]>/<id>.json            shared input sets, named by content
+    <dir>/v1/tmp/                                  staging for write-then-rename
+
+Every file is written to ``tmp/`` and renamed into place, so readers see whole files
+or nothing, a killed writer leaves at most a stray temp file, and two writers of the
+same name simply replace one whole file by an equal one. Two stores merge by copying
+one over the other. A record's mtime is its last use (bumped on a hit): garbage
+collection evicts the least recently used.
+
+Everything read back is untrusted: JSON only, a schema version, a checksum over the
+payload (records) or the name (objects), and names checked to be hex digests before
+they become paths.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+from .hashing import digest_bytes
+
+SCHEMA = 1
+LAYOUT = f"v{SCHEMA}"
+MAX_CANDIDATES = 8
+CACHEDIR_TAG = (
+    "Signature: 8a477f597d28d172789f06886806bc55\n"
+    "# This file is a cache directory tag created by pytest-cachevault.\n"
+    "# For information about cache directory tags, see https://bford.info/cachedir/\n"
+)
+_NAME = re.compile(r"[0-9a-f]{16,64}")
+
+
+class StoreError(Exception):
+    """The store cannot be used (not a directory, not writable, disk full...)."""
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """One stored result for a key, as found on disk."""
+
+    path: Path
+    payload: dict
+
+
+def _canonical(payload: object) -> bytes:
+    return json.dumps(payload, sort_keys=True, separators=(",", ":")).encode()
+
+
+def is_name(text: object) -> bool:
+    """True for the hex digests the store uses as file names (and nothing else)."""
+    return isinstance(text, str) and _NAME.fullmatch(text) is not None
+
+
+class Store:
+    def __init__(self, directory: Path) -> None:
+        self.directory = directory
+        self.base = directory / LAYOUT
+        self.records = self.base / "records"
+        self.objects = self.base / "objects"
+        self.tmp = self.base / "tmp"
+        #: Files found unreadable or tampered with during this run (reported once).
+        self.problems: list[str] = []
+
+    # -- setup --------------------------------------------------------------------
+    def ensure(self) -> None:
+        """Create the layout and ``CACHEDIR.TAG``; raise :class:`StoreError` if impossible."""
+        try:
+            for path in (self.records, self.objects, self.tmp):
+                path.mkdir(parents=True, exist_ok=True)
+            tag = self.directory / "CACHEDIR.TAG"
+            if not tag.exists():
+                self._write(tag, CACHEDIR_TAG.encode())
+        except OSError as exc:
+            raise StoreError(f"cannot use the vault at {self.directory}: {exc}") from exc
+
+    # -- records ------------------------------------------------------------------
+    def _key_dir(self, key: str) -> Path:
+        return self.records / key[:2] / key
+
+    def candidates(self, key: str) -> Iterator[Candidate]:
+        """Stored results for ``key``, most recently used first; bad files are skipped."""
+        try:
+            entries = list(os.scandir(self._key_dir(key)))
+        except OSError:
+            return
+        stamped = []
+        for entry in entries:
+            try:
+                stamped.append((entry.stat().st_mtime_ns, entry.path))
+            except OSError:
+                continue
+        for _, path in sorted(stamped, reverse=True)[:MAX_CANDIDATES]:
+            payload = self._read_record(Path(path))
+            if payload is not None:
+                yield Candidate(Path(path), payload)
+
+    def _read_record(self, path: Path) -> dict | None:
+        try:
+            data = json.loads(path.read_bytes())
+        except (OSError, ValueError, UnicodeDecodeError) as exc:
+            if not isinstance(exc, FileNotFoundError):
+                self._problem(path, "unreadable record")
+            return None
+        if not isinstance(data, dict) or data.get("schema") != SCHEMA:
+            self._problem(path, "record of an unknown schema")
+            return None
+        payload = data.get("payload")
+        if not isinstance(payload, dict) or data.get("checksum") != digest_bytes(
+            _canonical(payload)
+        ):
+            self._problem(path, "record whose checksum does not match")
+            return None
+        return payload
+
+    def put_record(self, key: str, payload: dict) -> Path:
+        """Store ``payload`` as a candidate for ``key``, named by its content."""
+        body = _canonical(payload)
+        checksum = digest_bytes(body)
+        data = b'{"schema":%d,"checksum":"%s","payload":%s}' % (SCHEMA, checksum.encode(), body)
+        directory = self._key_dir(key)
+        path = directory / f"{checksum}.json"
+        self._mkdir(directory)
+        self._write(path, data)
+        self._trim(directory)
+        return path
+
+    def _trim(self, directory: Path) -> None:
+        """Keep at most :data:`MAX_CANDIDATES` records per key (the newest)."""
+        try:
+            entries = [(e.stat().st_mtime_ns, e.path) for e in os.scandir(directory)]
+        except OSError:
+            return
+        for _, path in sorted(entries, reverse=True)[MAX_CANDIDATES:]:
+            _unlink(Path(path))
+
+    def touch(self, candidate: Candidate) -> None:
+        """Mark a record as just used (LRU order for garbage collection)."""
+        try:
+            os.utime(candidate.path)
+        except OSError:
+            pass
+
+    # -- objects ------------------------------------------------------------------
+    def _object_path(self, name: str) -> Path:
+        return self.objects / name[:2] / f"{name}.json"
+
+    def put_object(self, value: object) -> str:
+        """Store ``value`` (JSON-able) once; return its name, the digest of its bytes."""
+        body = _canonical(value)
+        name = digest_bytes(body)
+        path = self._object_path(name)
+        if not path.exists():
+            self._mkdir(path.parent)
+            self._write(path, body)
+        return name
+
+    def get_object(self, name: str) -> object | None:
+        """The object called ``name``, or None if absent, unreadable or not matching its name."""
+        if not is_name(name):
+            return None
+        path = self._object_path(name)
+        try:
+            body = path.read_bytes()
+        except OSError:
+            return None
+        if digest_bytes(body) != name:
+            self._problem(path, "object whose content does not match its name")
+            return None
+        try:
+            return json.loads(body)
+        except ValueError:
+            self._problem(path, "unreadable object")
+            return None
+
+    # -- listing, for garbage collection -----------------------------------------
+    def iter_records(self) -> Iterator[tuple[Path, os.stat_result]]:
+        for shard in _scandirs(self.records):
+            for key_dir in _scandirs(Path(shard.path)):
+                for entry in _scandir(Path(key_dir.path)):
+                    try:
+                        yield Path(entry.path), entry.stat()
+                    except OSError:
+                        continue
+
+    def iter_objects(self) -> Iterator[tuple[str, Path, os.stat_result]]:
+        for shard in _scandirs(self.objects):
+            for entry in _scandir(Path(shard.path)):
+                name = entry.name.removesuffix(".json")
+                try:
+                    yield name, Path(entry.path), entry.stat()
+                except OSError:
+                    continue
+
+    def iter_tmp(self) -> Iterator[tuple[Path, os.stat_result]]:
+        for entry in _scandir(self.tmp):
+            try:
+                yield Path(entry.path), entry.stat()
+            except OSError:
+                continue
+
+    def read_record(self, path: Path) -> dict | None:
+        return self._read_record(path)
+
+    def remove(self, path: Path) -> None:
+        """Delete a file of the store; a record's key directory goes with its last record."""
+        _unlink(path)
+        if path.parent.parent.parent == self.records:
+            try:
+                path.parent.rmdir()
+            except OSError:
+                pass
+
+    # -- low level ----------------------------------------------------------------
+    def _problem(self, path: Path, what: str) -> None:
+        self.problems.append(f"{what}: {path.relative_to(self.directory).as_posix()}")
+        _unlink(path)
+
+    def _mkdir(self, path: Path) -> None:
+        try:
+            path.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise StoreError(f"cannot write to the vault at {self.directory}: {exc}") from exc
+
+    def _write(self, path: Path, data: bytes) -> None:
+        tmp = self.tmp / f"{uuid.uuid4().hex}.tmp"
+        try:
+            with open(tmp, "wb") as f:
+                f.write(data)
+            os.replace(tmp, path)
+        except OSError as exc:
+            _unlink(tmp)
+            raise StoreError(f"cannot write to the vault at {self.directory}: {exc}") from exc
+
+
+def _scandir(path: Path) -> list[os.DirEntry]:
+    try:
+        return list(os.scandir(path))
+    except OSError:
+        return []
+
+
+def _scandirs(path: Path) -> list[os.DirEntry]:
+    return [e for e in _scandir(path) if e.is_dir(follow_symlinks=False)]
+
+
+def _unlink(path: Path) -> None:
+    try:
+        path.unlink()
+    except OSError:
+        pass
