@@ -20,7 +20,7 @@ from .hashing import Hasher
 from .report import VaultReporter
 from .session import BYPASS, UNCACHEABLE, VaultSession, Verdict
 from .store import Store, StoreError
-from .trace import Executed, Tracer, TracerUnavailable, make_tracer
+from .trace import Tracer, TracerUnavailable, make_tracer
 
 MARKER = "vault_bypass"
 STAT_CACHE_KEY = "cachevault/stat"
@@ -180,7 +180,7 @@ class Replayer:
         verdict = item.stash.get(_verdict_key, None)
         if verdict is None or verdict.reports is None:
             return None
-        replay.emit(item, verdict.reports)
+        replay.emit(item, verdict.reports, verdict.warnings)
         return True
 
 
@@ -192,6 +192,7 @@ class VaultPlugin:
         self.reporter = reporter
         self.tracer = session.tracer
         self._reports: list[pytest.TestReport] = []
+        self._warnings: list = []
         self._replayed_any = False
 
     # -- collection ---------------------------------------------------------------------
@@ -234,21 +235,38 @@ class VaultPlugin:
             return Verdict(None, UNCACHEABLE, "the test file is outside the rootdir")
         return self.session.lookup(item)
 
-    @pytest.hookimpl(wrapper=True)
+    def _guard(self, what: str, action, default):
+        """Run a vault step; a failure of the vault is a warning, never a failed run."""
+        try:
+            return action()
+        except Exception as exc:
+            self.session.problems.append(f"{what}: {type(exc).__name__}: {exc}")
+            return default
+
+    # tryfirst: outside pytest's warning capture, which reports a test's warnings
+    # after its protocol, so they are known when the record is written.
+    @pytest.hookimpl(wrapper=True, tryfirst=True)
     def pytest_runtest_protocol(self, item: pytest.Item):
-        verdict = self._decide(item)
+        verdict = self._guard(
+            f"looking up {item.nodeid}", lambda: self._decide(item), Verdict(None, UNCACHEABLE)
+        )
         item.stash[_verdict_key] = verdict
         if verdict.reports is not None:
             self._replayed_any = True
             return (yield)
         self._reports = []
+        self._warnings = []
         self.tracer.push()
         try:
             return (yield)
         finally:
             executed = self.tracer.pop(merge=False)
             if item.get_closest_marker(MARKER) is None:
-                self.session.record(item, self._reports, executed)
+                self._guard(
+                    f"recording {item.nodeid}",
+                    lambda: self.session.record(item, self._reports, self._warnings, executed),
+                    None,
+                )
 
     @pytest.hookimpl(wrapper=True, tryfirst=True)
     def pytest_runtest_setup(self, item: pytest.Item):
@@ -269,6 +287,10 @@ class VaultPlugin:
     def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
         if getattr(report, replay.REPORT_ATTRIBUTE, replay.CACHED) != replay.CACHED:
             self._reports.append(report)
+
+    def pytest_warning_recorded(self, warning_message, when: str, nodeid: str) -> None:
+        if when == "runtest" and self._reports and nodeid == self._reports[0].nodeid:
+            self._warnings.append(warning_message)
 
     # -- the end ------------------------------------------------------------------------
     def pytest_sessionfinish(self, session: pytest.Session) -> None:

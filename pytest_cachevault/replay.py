@@ -9,6 +9,9 @@ no tuples; the fields pytest expects as tuples are made tuples again.
 
 from __future__ import annotations
 
+import builtins
+import json
+import warnings
 from typing import Any
 
 import pytest
@@ -35,9 +38,12 @@ def _replace(value: Any, old: str, new: str) -> Any:
 
 
 def to_stored(config: pytest.Config, report: pytest.TestReport) -> dict:
+    """A report as JSON values; objects JSON lacks (a subtest's ``range`` argument) become
+    their ``repr``, which is all a replayed report ever shows of them."""
     data = config.hook.pytest_report_to_serializable(config=config, report=report)
     for field in _RUN_FIELDS:
         data.pop(field, None)
+    data = json.loads(json.dumps(data, default=repr))
     return _replace(data, str(config.rootpath), _ROOT_TOKEN)
 
 
@@ -68,10 +74,44 @@ def from_stored(config: pytest.Config, stored: list) -> list[pytest.TestReport]:
     return reports
 
 
-def emit(item: pytest.Item, reports: list[pytest.TestReport]) -> None:
-    """Send stored reports through the hooks a live run would call, in the same order."""
+def warning_to_stored(config: pytest.Config, message: warnings.WarningMessage) -> dict:
+    stored = {
+        "category": message.category.__name__,
+        "module": message.category.__module__,
+        "message": str(message.message),
+        "filename": str(message.filename),
+        "lineno": message.lineno,
+    }
+    return _replace(stored, str(config.rootpath), _ROOT_TOKEN)
+
+
+def _warning_category(name: object, module: object) -> type[Warning]:
+    """The built-in category of that name, or a stand-in class that prints the same.
+
+    Nothing is imported on the say-so of the store."""
+    builtin = getattr(builtins, str(name), None)
+    if isinstance(builtin, type) and issubclass(builtin, Warning):
+        return builtin
+    return type(str(name), (UserWarning,), {"__module__": str(module)})
+
+
+def emit(item: pytest.Item, reports: list[pytest.TestReport], stored_warnings: list) -> None:
+    """Send stored reports through the hooks a live run would call, in the same order.
+
+    Warnings are issued again, so pytest's own warning capture around the protocol
+    records them as it would in a live run."""
     ihook = item.ihook
     ihook.pytest_runtest_logstart(nodeid=item.nodeid, location=item.location)
+    root = str(item.config.rootpath)
+    for stored in stored_warnings:
+        if isinstance(stored, dict):
+            stored = _replace(stored, _ROOT_TOKEN, root)
+            warnings.warn_explicit(
+                str(stored.get("message")),
+                _warning_category(stored.get("category"), stored.get("module")),
+                str(stored.get("filename")),
+                stored.get("lineno") if isinstance(stored.get("lineno"), int) else 0,
+            )
     for report in reports:
         ihook.pytest_runtest_logreport(report=report)
     ihook.pytest_runtest_logfinish(nodeid=item.nodeid, location=item.location)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import time
+import warnings
 from pathlib import Path
 
 import pytest
@@ -34,6 +35,7 @@ class Verdict:
     reports: list[pytest.TestReport] | None
     reason: str
     detail: str = ""
+    warnings: list = dataclasses.field(default_factory=list)
 
 
 class VaultSession:
@@ -106,7 +108,8 @@ class VaultSession:
                 self.problems.append(f"unusable record for {item.nodeid}: {exc}")
                 continue
             self.store.touch(candidate)
-            return Verdict(reports, replay.CACHED)
+            stored_warnings = payload.get("warnings")
+            return Verdict(reports, replay.CACHED, warnings=stored_warnings if isinstance(stored_warnings, list) else [])
         if first_change is None:
             return Verdict(None, NEW)
         return Verdict(None, CHANGED, first_change)
@@ -140,17 +143,25 @@ class VaultSession:
 
     def _import_state_name(self) -> str:
         outside = self.tracer.outside()
+        blind = self.tracer.blind_spots()
         signature = (
             len(outside.function_files),
             self.deps.loaded_library(),
             self.deps.filled_caches(),
+            blind,
         )
         if self._import_state[0] != signature or self._import_state[1] is None:
-            group = self.deps.import_state(outside, self.preloaded)
+            group = self.deps.import_state(outside, self.preloaded | self.deps.relpaths(blind))
             self._import_state = (signature, self.store.put_object(group))
         return self._import_state[1]  # type: ignore[return-value]
 
-    def record(self, item: pytest.Item, reports: list[pytest.TestReport], executed: Executed) -> None:
+    def record(
+        self,
+        item: pytest.Item,
+        reports: list[pytest.TestReport],
+        caught: list[warnings.WarningMessage],
+        executed: Executed,
+    ) -> None:
         """Store what a live test did, if it completed and can be fingerprinted."""
         if not self.writable or not reports or reports[-1].when != "teardown":
             return
@@ -165,6 +176,7 @@ class VaultSession:
             "duration": sum(report.duration for report in reports),
             "created": int(time.time()),
             "reports": [] if failed else [replay.to_stored(self.config, r) for r in reports],
+            "warnings": [replay.warning_to_stored(self.config, w) for w in caught],
         }
         try:
             if self._environment_object is None:

@@ -1,0 +1,99 @@
+"""Unit tests of the store: round trips, atomicity, and untrusted contents."""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+
+import pytest
+
+from pytest_cachevault import gc
+from pytest_cachevault.store import MAX_CANDIDATES, Store
+
+KEY = "ab" * 16
+
+
+@pytest.fixture
+def store(tmp_path):
+    store = Store(tmp_path / "vault")
+    store.ensure()
+    return store
+
+
+def test_layout_and_tag(store):
+    assert (store.directory / "CACHEDIR.TAG").read_text().startswith(
+        "Signature: 8a477f597d28d172789f06886806bc55"
+    )
+    assert store.records.is_dir() and store.objects.is_dir() and store.tmp.is_dir()
+
+
+def test_record_round_trip_newest_first(store):
+    store.put_record(KEY, {"n": 1})
+    time.sleep(0.01)
+    store.put_record(KEY, {"n": 2})
+    assert [c.payload["n"] for c in store.candidates(KEY)] == [2, 1]
+    assert list(store.candidates("cd" * 16)) == []
+    assert list(store.tmp.iterdir()) == []
+
+
+def test_candidates_are_capped(store):
+    for n in range(MAX_CANDIDATES + 3):
+        store.put_record(KEY, {"n": n})
+    assert len(list(store.candidates(KEY))) == MAX_CANDIDATES
+
+
+def test_object_round_trip_is_content_addressed(store):
+    name = store.put_object({"file": {"a.py": "1"}, "code": {}})
+    assert store.put_object({"code": {}, "file": {"a.py": "1"}}) == name
+    assert store.get_object(name) == {"file": {"a.py": "1"}, "code": {}}
+
+
+@pytest.mark.parametrize(
+    "content",
+    [b"", b"{", b"[]", b'{"schema": 99, "payload": {}}', b'{"schema": 1, "checksum": "0", "payload": {"n": 1}}'],
+    ids=["empty", "truncated", "not-an-object", "future-schema", "bad-checksum"],
+)
+def test_bad_records_are_misses_and_removed(store, content):
+    path = store.put_record(KEY, {"n": 1})
+    path.write_bytes(content)
+    assert list(store.candidates(KEY)) == []
+    assert not path.exists()
+    assert len(store.problems) == 1
+
+
+def test_tampered_payload_is_rejected(store):
+    path = store.put_record(KEY, {"outcome": "failed"})
+    data = json.loads(path.read_bytes())
+    data["payload"]["outcome"] = "passed"
+    path.write_text(json.dumps(data))
+    assert list(store.candidates(KEY)) == []
+
+
+def test_object_not_matching_its_name_is_rejected(store):
+    name = store.put_object({"x": 1})
+    path = store.objects / name[:2] / f"{name}.json"
+    path.write_text('{"x": 2}')
+    assert store.get_object(name) is None
+    assert store.get_object("../../etc/passwd") is None
+
+
+def test_gc_by_age_and_size(store):
+    old = store.put_record("aa" * 16, {"shared": [store.put_object({"n": "old"})]})
+    new = store.put_record("bb" * 16, {"shared": [store.put_object({"n": "new"})]})
+    past = time.time() - 3 * 86400
+    os.utime(old, (past, past))
+    result = gc.collect(store, max_size=10**9, max_age=86400)
+    assert (result.records_removed, result.records_kept) == (1, 1)
+    assert not old.exists() and new.exists()
+    result = gc.collect(store, max_size=0, max_age=86400)
+    assert result.records_kept == 0 and not new.exists()
+
+
+def test_gc_removes_stray_temp_files(store):
+    stray = store.tmp / "dead.tmp"
+    stray.write_bytes(b"half a record")
+    past = time.time() - 2 * gc.GRACE_SECONDS
+    os.utime(stray, (past, past))
+    assert gc.collect(store, max_size=10**9, max_age=10**9).temp_removed == 1
+    assert not stray.exists() and store.tmp.is_dir()
