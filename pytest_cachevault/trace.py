@@ -70,11 +70,40 @@ def make_tracer(root: Path, excluded_prefixes: tuple[str, ...]) -> Tracer:
     return MarkingTracer(root, excluded_prefixes)
 
 
-class MonitoringTracer:
-    _TOOL_IDS = (4, 3, 5)
+class _Windows:
+    """The stack of windows both backends keep; a backend fills the innermost one."""
 
     def __init__(self) -> None:
         self._stack: list[tuple[set[str], set[str]]] = [(set(), set())]
+
+    def _harvest(self) -> None:
+        """Move what the backend gathered since the last call into the innermost window."""
+
+    def push(self) -> None:
+        self._harvest()
+        self._stack.append((set(), set()))
+
+    def pop(self, merge: bool = True) -> Executed:
+        self._harvest()
+        files, function_files = self._stack.pop()
+        if merge:
+            parent_files, parent_function_files = self._stack[-1]
+            parent_files |= files
+            parent_function_files |= function_files
+        return Executed(frozenset(files), frozenset(function_files))
+
+    def outside(self) -> Executed:
+        if len(self._stack) == 1:
+            self._harvest()
+        files, function_files = self._stack[0]
+        return Executed(frozenset(files), frozenset(function_files))
+
+
+class MonitoringTracer(_Windows):
+    _TOOL_IDS = (4, 3, 5)
+
+    def __init__(self) -> None:
+        super().__init__()
         self._tool: int | None = None
 
     def start(self) -> None:
@@ -114,26 +143,14 @@ class MonitoringTracer:
         self._tool = None
 
     def push(self) -> None:
-        self._stack.append((set(), set()))
-        sys.monitoring.restart_events()
-
-    def pop(self, merge: bool = True) -> Executed:
-        files, function_files = self._stack.pop()
-        if merge:
-            parent_files, parent_function_files = self._stack[-1]
-            parent_files |= files
-            parent_function_files |= function_files
-        return Executed(frozenset(files), frozenset(function_files))
-
-    def outside(self) -> Executed:
-        files, function_files = self._stack[0]
-        return Executed(frozenset(files), frozenset(function_files))
+        super().push()
+        sys.monitoring.restart_events()  # re-arm what returned DISABLE in the last window
 
     def blind_spots(self) -> frozenset[str]:
         return frozenset()
 
 
-class MarkingTracer:
+class MarkingTracer(_Windows):
     """Before 3.12: in-tree modules are compiled with a mark at the top of every function.
 
     Every trace hook of older Pythons (``settrace``, ``setprofile``, coverage.py's C
@@ -153,12 +170,12 @@ class MarkingTracer:
     GLOBAL = "__cachevault__"
 
     def __init__(self, root: Path, excluded_prefixes: tuple[str, ...]) -> None:
+        super().__init__()
         self._root_prefix = os.path.join(str(root), "")
         self._excluded = excluded_prefixes
         #: Two flags per marked file: [2i] module code ran, [2i+1] a function ran.
         self._marks = bytearray()
         self._files: list[str] = []
-        self._stack: list[tuple[set[str], set[str]]] = [(set(), set())]
         self._finder: _MarkingFinder | None = None
         self._blind: tuple[int, frozenset[str]] = (-1, frozenset())
 
@@ -196,25 +213,6 @@ class MarkingTracer:
             if index & 1:
                 function_files.add(name)
         marks[:] = bytes(len(marks))
-
-    def push(self) -> None:
-        self._harvest()
-        self._stack.append((set(), set()))
-
-    def pop(self, merge: bool = True) -> Executed:
-        self._harvest()
-        files, function_files = self._stack.pop()
-        if merge:
-            parent_files, parent_function_files = self._stack[-1]
-            parent_files |= files
-            parent_function_files |= function_files
-        return Executed(frozenset(files), frozenset(function_files))
-
-    def outside(self) -> Executed:
-        if len(self._stack) == 1:
-            self._harvest()
-        files, function_files = self._stack[0]
-        return Executed(frozenset(files), frozenset(function_files))
 
     def blind_spots(self) -> frozenset[str]:
         count = len(sys.modules)
