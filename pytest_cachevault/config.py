@@ -148,25 +148,28 @@ def load(config: pytest.Config) -> VaultConfig:
     gc = _flag(config, "vault_gc")
     bypass = _flag(config, "vault_bypass")
 
+    # Command line, then environment (a CI job points every checkout at its restored
+    # cache), then the ini file, then the user cache directory.
     dir_value = config.getoption("vault_dir")
     if dir_value is not None:
         directory = Path(os.path.expanduser(dir_value)).absolute()
-    elif config.getini("vault_dir"):
-        directory = _relative_to_inifile(config, config.getini("vault_dir"))
     elif os.environ.get(ENV_DIR):
         directory = Path(os.path.expanduser(os.environ[ENV_DIR])).absolute()
+    elif config.getini("vault_dir"):
+        directory = _relative_to_inifile(config, config.getini("vault_dir"))
     else:
         directory = default_directory()
     if enabled or gc:
         _check_directory(directory)
 
+    # The limits matter to --vault-gc only; a bad value must not break other runs.
     max_size = parse_size(
-        _setting(config, "vault_max_size", "vault_max_size") or DEFAULT_MAX_SIZE,
-        "--vault-max-size",
+        (gc and _setting(config, "vault_max_size", "vault_max_size")) or DEFAULT_MAX_SIZE,
+        "--vault-max-size (ini vault_max_size)",
     )
     max_age = parse_age(
-        _setting(config, "vault_max_age", "vault_max_age") or DEFAULT_MAX_AGE,
-        "--vault-max-age",
+        (gc and _setting(config, "vault_max_age", "vault_max_age")) or DEFAULT_MAX_AGE,
+        "--vault-max-age (ini vault_max_age)",
     )
     env_patterns = tuple(dict.fromkeys([*DEFAULT_ENV, *config.getini("vault_env")]))
     lockfiles = tuple(config.getini("vault_lockfiles")) or DEFAULT_LOCKFILE_GLOBS

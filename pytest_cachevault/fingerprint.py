@@ -37,10 +37,14 @@ NOT_OUTCOME_OPTIONS = frozenset(
     maxfail maxprocesses maxschedchunk maxworkerrestart newfirst no_header no_summary
     numprocesses pastebin px quiet reportchars rootdir rsyncdir rsyncignore showcapture
     showfixtures show_fixtures_per_test showlocals stepwise stepwise_reset stepwise_skip
-    tbstyle testrunuid trace traceconfig tx usepdb usepdb_cls verbose version xfail_tb
-    xmlpath
+    setupshow tbstyle testrunuid trace traceconfig tx usepdb usepdb_cls verbose version
+    xfail_tb xmlpath loadgroup
     """.split()
 )
+
+
+#: Options whose effect is already in the effective ini values (:func:`_ini`).
+COVERED_BY_INI_VALUES = frozenset({"override_ini", "inifilename"})
 
 
 def _relativize(value: object, root: str) -> object:
@@ -60,11 +64,13 @@ def _options(config: pytest.Config) -> dict:
     return {
         name: _relativize(value, root)
         for name, value in sorted(vars(config.option).items())
-        if name not in NOT_OUTCOME_OPTIONS and not name.startswith("vault")
+        if name not in NOT_OUTCOME_OPTIONS
+        and name not in COVERED_BY_INI_VALUES
+        and not name.startswith("vault")
     }
 
 
-def _distributions() -> list[list[str]]:
+def _distributions(root: Path) -> list[list[str]]:
     """Every distribution on ``sys.path``: its metadata directory and installed-files digest.
 
     The ``*.dist-info`` name carries name and version; the digest of ``RECORD`` (lines
@@ -74,13 +80,18 @@ def _distributions() -> list[list[str]]:
     ``METADATA`` through ``importlib.metadata`` costs half a second in a large venv.
     """
     found = set()
-    for entry in dict.fromkeys(sys.path):
+    # The project's own build metadata (an ``*.egg-info`` beside the sources) is not an
+    # installed distribution, and ``python -m pytest`` puts the current directory first.
+    skipped = {os.path.realpath(root), os.path.realpath(os.getcwd())}
+    for entry in dict.fromkeys(os.path.realpath(p or ".") for p in sys.path):
+        if entry in skipped:
+            continue
         try:
-            names = [e.name for e in os.scandir(entry or ".") if e.name.endswith((".dist-info", ".egg-info"))]
+            names = [e.name for e in os.scandir(entry) if e.name.endswith((".dist-info", ".egg-info"))]
         except OSError:
             continue
         for name in names:
-            meta = os.path.join(entry or ".", name)
+            meta = os.path.join(entry, name)
             if _EDITABLE.search(_read(os.path.join(meta, "direct_url.json"))):
                 found.add((name, "editable"))
                 continue
@@ -107,18 +118,21 @@ def _lockfiles(root: Path, globs: tuple[str, ...], hasher: Hasher) -> dict[str, 
     return {relpath: hasher.digest(relpath, "file") for relpath in relpaths}
 
 
-def _ini(config: pytest.Config, hasher: Hasher) -> str | None:
-    inipath = config.inipath
-    if inipath is None:
-        return None
-    try:
-        relpath = inipath.relative_to(config.rootpath).as_posix()
-    except ValueError:
+def _ini(config: pytest.Config) -> dict:
+    """The effective value of every registered ini setting (files, ``-o`` and defaults).
+
+    Values rather than the file: a version bump in ``pyproject.toml`` changes no outcome.
+    """
+    root = str(config.rootpath)
+    values = {}
+    for name in sorted(config._parser._inidict):
+        if name.startswith("vault"):
+            continue
         try:
-            return inipath.name + ":" + digest_bytes(inipath.read_bytes())
-        except OSError:
-            return inipath.name
-    return f"{relpath}:{hasher.digest(relpath, 'file')}"
+            values[name] = _relativize(config.getini(name), root)
+        except (ValueError, TypeError) as exc:  # a plugin's ini that cannot be read
+            values[name] = f"<unreadable: {exc}>"
+    return values
 
 
 def _environment_variables(patterns: tuple[str, ...]) -> dict[str, str]:
@@ -136,9 +150,9 @@ def environment(config: pytest.Config, vault: VaultConfig, hasher: Hasher) -> di
         "python": f"{sys.implementation.name} {sys.version} {sys.implementation.cache_tag}",
         "flags": repr(sys.flags),
         "platform": f"{sys.platform} {platform.machine()}",
-        "distributions": digest_bytes(json.dumps(_distributions()).encode()),
+        "distributions": digest_bytes(json.dumps(_distributions(config.rootpath)).encode()),
         "lockfiles": _lockfiles(config.rootpath, vault.lockfile_globs, hasher),
-        "ini": _ini(config, hasher),
+        "ini": _ini(config),
         "options": _options(config),
         "env": _environment_variables(vault.env_patterns),
     }

@@ -25,7 +25,7 @@ import sys
 from collections.abc import Iterable
 from pathlib import Path
 
-from .hashing import Hasher
+from .hashing import Hasher, digest_bytes
 from .trace import Executed
 
 Group = dict[str, dict[str, "str | None"]]
@@ -39,7 +39,7 @@ def is_group(value: object) -> bool:
     """Shape check for groups read back from the (untrusted) store."""
     return (
         isinstance(value, dict)
-        and set(value) == {"file", "code"}
+        and {"file", "code"} <= set(value) <= {"file", "code", "external"}
         and all(
             isinstance(part, dict)
             and all(isinstance(k, str) and (v is None or isinstance(v, str)) for k, v in part.items())
@@ -69,6 +69,8 @@ class Dependencies:
         #: Library modules loaded once collection is over; see :meth:`changed_shared`.
         self.baseline: frozenset[str] = frozenset()
         self._memoized: tuple[int, list] = (-1, [])
+        self._external: tuple[int, dict[str, str]] = (-1, {})
+        self.external_baseline: dict[str, str] = {}
         self._verified: dict[str, str | None] = {}
 
     # -- names ----------------------------------------------------------------------
@@ -79,13 +81,14 @@ class Dependencies:
         except KeyError:
             pass
         relpath = None
+        normalized = os.path.normpath(filename)
         if (
-            filename.startswith(self._root_prefix)
-            and not filename.startswith(self._excluded)
-            and "__pycache__" not in filename
-            and os.path.isfile(filename)
+            normalized.startswith(self._root_prefix)
+            and not normalized.startswith(self._excluded)
+            and "__pycache__" not in normalized
+            and os.path.isfile(normalized)
         ):
-            relpath = filename[len(self._root_prefix) :].replace(os.sep, "/")
+            relpath = normalized[len(self._root_prefix) :].replace(os.sep, "/")
         self._relpaths[filename] = relpath
         return relpath
 
@@ -115,13 +118,40 @@ class Dependencies:
 
     def import_state(self, outside: Executed, preloaded: Iterable[str]) -> Group:
         """The shared inputs of every test run now (see the module docstring)."""
-        whole = self.relpaths(outside.function_files) | set(preloaded) | self.filled_caches()
+        whole = self.relpaths(outside.function_files | outside.read) | set(preloaded) | self.filled_caches()
         whole = {r for r in whole if self.is_library(r)}
         loaded = self.loaded_library()
         return {
             "file": self.files(whole),
             "code": {r: self.hasher.digest(r, "code") for r in sorted(loaded)},
+            "external": dict(self.external()),
         }
+
+    def external(self) -> dict[str, str]:
+        """Modules loaded from outside both the rootdir and the install locations.
+
+        Code on ``PYTHONPATH``, an ini ``pythonpath`` or another project installed in
+        editable mode: neither the tree nor the environment fingerprint covers it, so
+        its whole content counts. Keyed by a digest of the path, so that the store holds
+        no absolute path and is never told what to read.
+        """
+        count = len(sys.modules)
+        if self._external[0] != count:
+            found = {}
+            for module in list(sys.modules.values()):
+                filename = getattr(module, "__file__", None)
+                if not isinstance(filename, str):
+                    continue
+                path = os.path.normpath(os.path.abspath(filename))
+                if path.startswith(self._root_prefix) or path.startswith(self._excluded):
+                    continue
+                try:
+                    with open(path, "rb") as f:
+                        found[digest_bytes(path.encode())] = digest_bytes(f.read())
+                except OSError:
+                    continue
+            self._external = (count, dict(sorted(found.items())))
+        return self._external[1]
 
     def filled_caches(self) -> frozenset[str]:
         """Files of in-tree ``functools`` caches (module level and class level) now filled."""
@@ -169,6 +199,10 @@ class Dependencies:
             if verdict is None:
                 missing = self.baseline - group["code"].keys()
                 verdict = min(missing) if missing else None
+            if verdict is None:
+                recorded = group.get("external", {})
+                if any(recorded.get(k) != v for k, v in self.external_baseline.items()):
+                    verdict = "(code outside the rootdir)"
             self._verified[name] = verdict
         return self._verified[name]
 

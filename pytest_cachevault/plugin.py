@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import sys
 import sysconfig
+from pathlib import Path
 
 import pytest
 
@@ -89,6 +90,15 @@ def _excluded_prefixes(root: str) -> tuple[str, ...]:
     return tuple(sorted(p for p in prefixes if not os.path.join(root, "").startswith(p)))
 
 
+def _tool_directories(config: pytest.Config, store: Path) -> tuple[str, ...]:
+    """Where tools keep their own state during a run: what a test reads there is no input."""
+    root = config.rootpath
+    directories = [store, root / config.getini("cache_dir"), root / ".hypothesis"]
+    if config.option.basetemp:
+        directories.append(Path(config.option.basetemp))
+    return tuple(os.path.join(os.path.realpath(d), "") for d in directories)
+
+
 def _start_tracer(config: pytest.Config) -> None:
     """Trace from before the conftests are imported, so import-time code is seen."""
     try:
@@ -148,20 +158,21 @@ def pytest_configure(config: pytest.Config) -> None:
         _start_tracer(config)
     started = config.stash[_tracer_key]
     if isinstance(started, str):
-        reporter.warnings.append(f"cannot trace ({started}); every test runs, nothing is stored")
+        reporter.off = f"cannot trace: {started}"
         return
     tracer, preloaded = started
     store = Store(vault.directory)
     try:
         store.ensure()
     except StoreError as exc:
-        reporter.warnings.append(f"{exc}; every test runs, nothing is stored")
+        reporter.off = str(exc)
         tracer.stop()
         return
     cache = getattr(config, "cache", None)
     hasher = Hasher(config.rootpath, cache.get(STAT_CACHE_KEY, None) if cache else None)
     root = str(config.rootpath)
-    session = VaultSession(config, vault, store, tracer, hasher, _excluded_prefixes(root), preloaded)
+    excluded = _excluded_prefixes(root) + _tool_directories(config, vault.directory)
+    session = VaultSession(config, vault, store, tracer, hasher, excluded, preloaded)
     config.pluginmanager.register(VaultPlugin(session, reporter), "cachevault-session")
     config.pluginmanager.register(Replayer(), "cachevault-replayer")
 
@@ -208,10 +219,14 @@ class VaultPlugin:
             relpath = self.session.deps.relpath(str(collector.path))
             if relpath is not None:
                 self.session.deps.test_modules.add(relpath)
-                self.session.module_files[relpath] = self.session.deps.relpaths(executed.function_files)
+                self.session.module_files[relpath] = self.session.deps.relpaths(
+                    executed.function_files | executed.read
+                )
 
     def pytest_collection_finish(self) -> None:
-        self.session.deps.baseline = self.session.deps.loaded_library()
+        deps = self.session.deps
+        deps.baseline = deps.loaded_library()
+        deps.external_baseline = deps.external()
 
     # -- fixtures above function scope: what their setup ran is every user's input ------
     @pytest.hookimpl(wrapper=True)
@@ -222,7 +237,8 @@ class VaultPlugin:
         try:
             return (yield)
         finally:
-            files = self.session.deps.relpaths(self.tracer.pop().files)
+            executed = self.tracer.pop()
+            files = self.session.deps.relpaths(executed.files | executed.read)
             self.session.fixture_files.setdefault(fixturedef, set()).update(files)
 
     # -- the run protocol ---------------------------------------------------------------

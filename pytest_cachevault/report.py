@@ -35,6 +35,8 @@ class VaultReporter:
         self.saved = 0.0
         self.reasons: Counter[str] = Counter()
         self.warnings: list[str] = []
+        #: Why the vault is off for this run, if it is: every test then runs, nothing is stored.
+        self.off: str | None = None
 
     @pytest.hookimpl(wrapper=True)
     def pytest_report_teststatus(self, report: pytest.TestReport):
@@ -71,4 +73,10 @@ class VaultReporter:
     def pytest_terminal_summary(self, terminalreporter) -> None:
         for warning in self.warnings:
             terminalreporter.write_line(f"vault warning: {warning}", yellow=True)
-        terminalreporter.write_line(self.summary_line())
+        if self.off is not None:
+            terminalreporter.write_line(
+                f"vault: off for this run, every test ran and nothing was stored ({self.off})",
+                yellow=True,
+            )
+        else:
+            terminalreporter.write_line(self.summary_line())

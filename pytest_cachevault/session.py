@@ -8,6 +8,7 @@ record back into a verdict. The pytest hooks that call it live in :mod:`plugin`.
 from __future__ import annotations
 
 import dataclasses
+import json
 import time
 import warnings
 from pathlib import Path
@@ -16,7 +17,7 @@ import pytest
 
 from . import fingerprint, replay
 from .config import VaultConfig
-from .hashing import Hasher
+from .hashing import Hasher, digest_bytes
 from .inputs import Dependencies, Group, empty_group, is_group
 from .store import Store, StoreError, is_name
 from .trace import Executed, Tracer
@@ -102,6 +103,8 @@ class VaultSession:
                 continue
             if payload.get("outcome") == "failed":
                 return Verdict(None, FAILED_LAST_TIME)
+            if payload.get("outcome") == UNCACHEABLE:
+                return Verdict(None, UNCACHEABLE, str(payload.get("why", "")))
             try:
                 reports = replay.from_stored(self.config, payload.get("reports"))
             except replay.BadRecord as exc:
@@ -120,7 +123,7 @@ class VaultSession:
         module = self.deps.relpath(str(item.path))
         if module is None:
             return None
-        files = self.deps.relpaths(executed.files)
+        files = self.deps.relpaths(executed.files | (executed.read - self.tracer.written))
         files.add(module)
         files |= self.module_files.get(module, set())
         fixtureinfo = getattr(item, "_fixtureinfo", None)
@@ -168,11 +171,18 @@ class VaultSession:
         own = self._own_inputs(item, executed)
         if own is None:
             return
-        failed = any(report.failed for report in reports)
+        if executed.spawned:
+            outcome = UNCACHEABLE
+        elif any(report.failed for report in reports):
+            outcome = "failed"
+        else:
+            outcome = "passed"
+        failed = outcome != "passed"
         payload = {
             "nodeid": item.nodeid,
             "inputs": own,
-            "outcome": "failed" if failed else "passed",
+            "outcome": outcome,
+            "why": f"started another process ({executed.spawned})" if executed.spawned else "",
             "duration": sum(report.duration for report in reports),
             "created": int(time.time()),
             "reports": [] if failed else [replay.to_stored(self.config, r) for r in reports],
@@ -183,7 +193,9 @@ class VaultSession:
                 self._environment_object = self.store.put_object(self.environment)
             payload["env"] = self._environment_object
             payload["shared"] = [self._import_state_name()]
-            self.store.put_record(fingerprint.key_of(self.environment_id, item.nodeid), payload)
+            key = fingerprint.key_of(self.environment_id, item.nodeid)
+            name = digest_bytes(json.dumps([own, payload["shared"]], sort_keys=True).encode())
+            self.store.put_record(key, name, payload)
         except StoreError as exc:
             self.writable = False
             self.problems.append(f"{exc}; results of this run are not stored")

@@ -123,13 +123,18 @@ class Store:
             return None
         return payload
 
-    def put_record(self, key: str, payload: dict) -> Path:
-        """Store ``payload`` as a candidate for ``key``, named by its content."""
+    def put_record(self, key: str, name: str, payload: dict) -> Path:
+        """Store ``payload`` as the candidate ``name`` of ``key``, replacing one of that name.
+
+        Callers name a record by its inputs, so that recording a test again with the same
+        inputs refreshes its record instead of adding one."""
+        if not (is_name(key) and is_name(name)):
+            raise ValueError("record keys and names are hex digests")
         body = _canonical(payload)
         checksum = digest_bytes(body)
         data = b'{"schema":%d,"checksum":"%s","payload":%s}' % (SCHEMA, checksum.encode(), body)
         directory = self._key_dir(key)
-        path = directory / f"{checksum}.json"
+        path = directory / f"{name}.json"
         self._mkdir(directory)
         self._write(path, data)
         self._trim(directory)
@@ -160,7 +165,9 @@ class Store:
         body = _canonical(value)
         name = digest_bytes(body)
         path = self._object_path(name)
-        if not path.exists():
+        try:
+            os.utime(path)  # in use again: not garbage for a collector running now
+        except OSError:
             self._mkdir(path.parent)
             self._write(path, body)
         return name

@@ -37,10 +37,21 @@ class TracerUnavailable(Exception):
 
 
 class Executed(NamedTuple):
-    """Absolute file names in which code ran during one window."""
+    """What one window did: absolute names of files in which code ran, files it opened
+    for reading, and the first way it started another process (None if it did not)."""
 
     files: frozenset[str]
     function_files: frozenset[str]
+    read: frozenset[str] = frozenset()
+    spawned: str | None = None
+
+
+#: Audit events by which a test starts another process, whose code no tracer here sees.
+SPAWN_EVENTS = frozenset(
+    {"subprocess.Popen", "os.system", "os.exec", "os.spawn", "os.posix_spawn", "os.fork", "os.forkpty"}
+)
+_SOURCE_SUFFIXES = (".py", ".pyc")
+_WRITE_FLAGS = os.O_WRONLY | os.O_RDWR | os.O_CREAT | os.O_APPEND | os.O_TRUNC
 
 
 class Tracer(Protocol):
@@ -70,33 +81,84 @@ def make_tracer(root: Path, excluded_prefixes: tuple[str, ...]) -> Tracer:
     return MarkingTracer(root, excluded_prefixes)
 
 
-class _Windows:
-    """The stack of windows both backends keep; a backend fills the innermost one."""
+class _Window:
+    __slots__ = ("files", "function_files", "read", "spawned")
 
     def __init__(self) -> None:
-        self._stack: list[tuple[set[str], set[str]]] = [(set(), set())]
+        self.files: set[str] = set()
+        self.function_files: set[str] = set()
+        self.read: set[str] = set()
+        self.spawned: str | None = None
+
+    def merge(self, other: _Window) -> None:
+        self.files |= other.files
+        self.function_files |= other.function_files
+        self.read |= other.read
+        self.spawned = self.spawned or other.spawned
+
+    def freeze(self) -> Executed:
+        return Executed(
+            frozenset(self.files), frozenset(self.function_files), frozenset(self.read), self.spawned
+        )
+
+
+class _Windows:
+    """The stack of windows both backends keep; a backend fills the innermost one.
+
+    Files read and processes started are seen by one audit hook (``sys.addaudithook``:
+    the ``open`` event covers ``open()``, ``Path.read_text`` and ``io.open``, and fires
+    from threads too). Audit hooks cannot be removed, so it stays installed and idle
+    once the tracer stops. Files opened for writing are reported as :attr:`written`:
+    what a test writes is output, not input.
+    """
+
+    def __init__(self) -> None:
+        self._stack: list[_Window] = [_Window()]
+        self._auditing = False
+        self.written: set[str] = set()
 
     def _harvest(self) -> None:
         """Move what the backend gathered since the last call into the innermost window."""
 
+    def _audit(self, event: str, args: tuple) -> None:
+        if not self._auditing:
+            return
+        if event == "open":
+            path, mode, flags = args
+            if not isinstance(path, (str, bytes, os.PathLike)):
+                return  # a file descriptor
+            path = os.fsdecode(path)
+            if path.endswith(_SOURCE_SUFFIXES):
+                return  # imports and tracebacks read sources; executed code is traced
+            path = os.path.abspath(path)
+            writes = (mode and any(c in mode for c in "wax+")) or (not mode and flags & _WRITE_FLAGS)
+            (self.written if writes else self._stack[-1].read).add(path)
+        elif event in SPAWN_EVENTS:
+            window = self._stack[-1]
+            window.spawned = window.spawned or event
+
+    def start_auditing(self) -> None:
+        sys.addaudithook(self._audit)
+        self._auditing = True
+
+    def stop_auditing(self) -> None:
+        self._auditing = False
+
     def push(self) -> None:
         self._harvest()
-        self._stack.append((set(), set()))
+        self._stack.append(_Window())
 
     def pop(self, merge: bool = True) -> Executed:
         self._harvest()
-        files, function_files = self._stack.pop()
+        window = self._stack.pop()
         if merge:
-            parent_files, parent_function_files = self._stack[-1]
-            parent_files |= files
-            parent_function_files |= function_files
-        return Executed(frozenset(files), frozenset(function_files))
+            self._stack[-1].merge(window)
+        return window.freeze()
 
     def outside(self) -> Executed:
         if len(self._stack) == 1:
             self._harvest()
-        files, function_files = self._stack[0]
-        return Executed(frozenset(files), frozenset(function_files))
+        return self._stack[0].freeze()
 
 
 class MonitoringTracer(_Windows):
@@ -120,19 +182,21 @@ class MonitoringTracer(_Windows):
         stack = self._stack
 
         def on_start(code, offset):  # the hot path: once per code object per window
-            files, function_files = stack[-1]
+            window = stack[-1]
             name = code.co_filename
-            files.add(name)
+            window.files.add(name)
             if code.co_flags & optimized and code.co_name[0] != "<":
-                function_files.add(name)
+                window.function_files.add(name)
             return disable
 
         events = mon.events
         mon.register_callback(self._tool, events.PY_START, on_start)
         mon.register_callback(self._tool, events.PY_RESUME, on_start)
         mon.set_events(self._tool, events.PY_START | events.PY_RESUME)
+        self.start_auditing()
 
     def stop(self) -> None:
+        self.stop_auditing()
         if self._tool is None:
             return
         mon = sys.monitoring
@@ -196,8 +260,10 @@ class MarkingTracer(_Windows):
         position = 1 if sys.meta_path and "AssertionRewritingHook" in type(sys.meta_path[0]).__name__ else 0
         sys.meta_path.insert(position, self._finder)
         importlib.invalidate_caches()
+        self.start_auditing()
 
     def stop(self) -> None:
+        self.stop_auditing()
         if self._finder in sys.meta_path:
             sys.meta_path.remove(self._finder)
         self._finder = None
@@ -206,12 +272,12 @@ class MarkingTracer(_Windows):
         marks = self._marks
         if not marks.count(1):
             return
-        files, function_files = self._stack[-1]
+        window = self._stack[-1]
         for index in (i for i, flag in enumerate(marks) if flag):
             name = self._files[index >> 1]
-            files.add(name)
+            window.files.add(name)
             if index & 1:
-                function_files.add(name)
+                window.function_files.add(name)
         marks[:] = bytes(len(marks))
 
     def blind_spots(self) -> frozenset[str]:

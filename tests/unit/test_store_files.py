@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import time
+import uuid
 
 import pytest
 
@@ -12,6 +13,11 @@ from pytest_cachevault import gc
 from pytest_cachevault.store import MAX_CANDIDATES, Store
 
 KEY = "ab" * 16
+
+
+def NAME() -> str:
+    """A fresh record name (callers name records by their inputs)."""
+    return uuid.uuid4().hex
 
 
 @pytest.fixture
@@ -29,17 +35,23 @@ def test_layout_and_tag(store):
 
 
 def test_record_round_trip_newest_first(store):
-    store.put_record(KEY, {"n": 1})
+    store.put_record(KEY, NAME(), {"n": 1})
     time.sleep(0.01)
-    store.put_record(KEY, {"n": 2})
+    store.put_record(KEY, NAME(), {"n": 2})
     assert [c.payload["n"] for c in store.candidates(KEY)] == [2, 1]
     assert list(store.candidates("cd" * 16)) == []
     assert list(store.tmp.iterdir()) == []
 
 
+def test_same_name_replaces(store):
+    store.put_record(KEY, "cd" * 16, {"n": 1})
+    store.put_record(KEY, "cd" * 16, {"n": 2})
+    assert [c.payload["n"] for c in store.candidates(KEY)] == [2]
+
+
 def test_candidates_are_capped(store):
     for n in range(MAX_CANDIDATES + 3):
-        store.put_record(KEY, {"n": n})
+        store.put_record(KEY, NAME(), {"n": n})
     assert len(list(store.candidates(KEY))) == MAX_CANDIDATES
 
 
@@ -55,7 +67,7 @@ def test_object_round_trip_is_content_addressed(store):
     ids=["empty", "truncated", "not-an-object", "future-schema", "bad-checksum"],
 )
 def test_bad_records_are_misses_and_removed(store, content):
-    path = store.put_record(KEY, {"n": 1})
+    path = store.put_record(KEY, NAME(), {"n": 1})
     path.write_bytes(content)
     assert list(store.candidates(KEY)) == []
     assert not path.exists()
@@ -63,7 +75,7 @@ def test_bad_records_are_misses_and_removed(store, content):
 
 
 def test_tampered_payload_is_rejected(store):
-    path = store.put_record(KEY, {"outcome": "failed"})
+    path = store.put_record(KEY, NAME(), {"outcome": "failed"})
     data = json.loads(path.read_bytes())
     data["payload"]["outcome"] = "passed"
     path.write_text(json.dumps(data))
@@ -79,8 +91,8 @@ def test_object_not_matching_its_name_is_rejected(store):
 
 
 def test_gc_by_age_and_size(store):
-    old = store.put_record("aa" * 16, {"shared": [store.put_object({"n": "old"})]})
-    new = store.put_record("bb" * 16, {"shared": [store.put_object({"n": "new"})]})
+    old = store.put_record("aa" * 16, NAME(), {"shared": [store.put_object({"n": "old"})]})
+    new = store.put_record("bb" * 16, NAME(), {"shared": [store.put_object({"n": "new"})]})
     past = time.time() - 3 * 86400
     os.utime(old, (past, past))
     result = gc.collect(store, max_size=10**9, max_age=86400)

@@ -1,0 +1,130 @@
+"""Options: bad values are usage errors, and the bypass switches run tests for real."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+from conftest import (
+    BASIC_IDS,
+    RANLOG_MODULE,
+    executed,
+    replayed,
+    vault_counts,
+    vault_reasons,
+    write_files,
+)
+
+# id: (command-line arguments, ini lines, names of which the message must mention one)
+BAD_VALUES = {
+    "max-size": (["--vault-gc", "--vault-max-size=abc"], "", ["--vault-max-size"]),
+    "max-age": (["--vault-gc", "--vault-max-age=soon"], "", ["--vault-max-age"]),
+    "ini-max-size": (
+        ["--vault-gc"], "vault_max_size = lots", ["vault_max_size", "--vault-max-size"]
+    ),
+    "ini-max-age": (["--vault-gc"], "vault_max_age = later", ["vault_max_age", "--vault-max-age"]),
+    "dir-is-a-file": (["--vault", "--vault-dir={file}"], "", ["--vault-dir"]),
+    "dir-under-a-file": (["--vault", "--vault-dir={file}/store"], "", ["--vault-dir"]),
+    "env-dir-is-a-file": (["--vault"], "", ["PYTEST_VAULT_DIR", "--vault-dir"]),
+    "read-only-dir": (["--vault", "--vault-dir={readonly}/store"], "", ["--vault-dir"]),
+}
+
+
+@pytest.mark.parametrize("case", list(BAD_VALUES))
+def test_bad_value_is_a_usage_error(case, basic_project, pytester, run_pytest, ran_log, tmp_path):
+    """Exit code 4, one sentence naming the option, no traceback, no test run."""
+    args, ini, names = BAD_VALUES[case]
+    regular_file = tmp_path / "not-a-dir"
+    regular_file.write_text("precious\n")
+    readonly = tmp_path / "readonly"
+    readonly.mkdir(mode=0o555)
+    if case == "read-only-dir" and os.access(readonly, os.W_OK):
+        pytest.skip("running as root: a read-only directory is still writable")
+    if ini:
+        pytester.makeini(f"[pytest]\n{ini}\n")
+    env = {"PYTEST_VAULT_DIR": str(regular_file)} if case.startswith("env-") else None
+
+    result = run_pytest(*(a.format(file=regular_file, readonly=readonly) for a in args), env=env)
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    stderr = result.stderr.str()
+    assert "ERROR:" in stderr
+    assert any(name in stderr for name in names), stderr
+    assert "Traceback" not in stderr + result.stdout.str()
+    assert ran_log.take() == []
+    assert regular_file.read_text() == "precious\n"
+
+
+BYPASS_TESTS = {
+    "ranlog.py": RANLOG_MODULE,
+    "test_bypass.py": """
+        import pytest
+
+        from ranlog import ran
+
+
+        def test_plain():
+            ran()
+
+
+        @pytest.mark.vault_bypass
+        def test_talks_to_the_network():
+            ran()
+    """,
+}
+
+
+def test_bypass_marker_is_never_replayed(pytester, run_vault, ran_log):
+    """The marked test runs every time; its neighbour is replayed."""
+    write_files(pytester.path, BYPASS_TESTS)
+    first = run_vault("-v", "--strict-markers")
+    first.assert_outcomes(passed=2)
+    assert len(ran_log.take()) == 2
+
+    for _ in range(2):
+        again = run_vault("-v", "--strict-markers")
+        again.assert_outcomes(passed=2)
+        assert vault_counts(again) == (1, 1)
+        assert vault_reasons(again) == {"bypass": 1}
+        assert replayed(again) == {"test_bypass.py::test_plain"}
+        assert executed(again) == {"test_bypass.py::test_talks_to_the_network"}
+        assert ran_log.take() == ["test_bypass.py::test_talks_to_the_network"]
+
+
+def test_bypass_option_runs_everything_and_refreshes_records(
+    basic_project, pytester, run_vault, ran_log
+):
+    """``--vault-bypass`` runs all tests; the next normal run replays what it recorded."""
+    pytester.makepyfile(
+        test_greeting="""
+            import os
+
+
+            def test_greeting():
+                print("greeting:", os.environ["GREETING"])
+        """
+    )
+    run_vault(env={"GREETING": "hello"}).assert_outcomes(passed=4)
+    ran_log.take()
+
+    bypass = run_vault("--vault-bypass", env={"GREETING": "bonjour"})
+    bypass.assert_outcomes(passed=4)
+    assert vault_counts(bypass) == (0, 4)
+    assert vault_reasons(bypass) == {"bypass": 4}
+    assert set(ran_log.take()) == BASIC_IDS
+
+    # GREETING is not a vault_env variable: the record that --vault-bypass refreshed replays.
+    after = run_vault("-rA", env={"GREETING": "hola"})
+    after.assert_outcomes(passed=4)
+    assert vault_counts(after) == (4, 0)
+    after.stdout.fnmatch_lines(["greeting: bonjour"])
+    assert ran_log.take() == []
+
+
+def test_bypass_marker_is_registered(pytester, run_pytest, ran_log):
+    """``--strict-markers`` accepts ``vault_bypass`` with the vault off; ``--markers`` lists it."""
+    write_files(pytester.path, BYPASS_TESTS)
+    run_pytest("--strict-markers").assert_outcomes(passed=2)
+    markers = run_pytest("--markers")
+    assert markers.ret == 0
+    markers.stdout.fnmatch_lines(["@pytest.mark.vault_bypass*"])

@@ -1,0 +1,251 @@
+"""Replay: an unchanged test is not run again, and its stored outcome reads like a live one."""
+
+from __future__ import annotations
+
+import xml.etree.ElementTree as ET
+
+import pytest
+
+from conftest import (
+    BASIC_IDS,
+    OUTCOMES,
+    OUTCOMES_TOTAL,
+    RANLOG_MODULE,
+    executed,
+    replayed,
+    skip_lines,
+    store_files,
+    store_snapshot,
+    vault_counts,
+    vault_reasons,
+    write_files,
+)
+
+
+def test_unchanged_rerun_replays_every_test(basic_project, run_vault, ran_log):
+    """The second run executes nothing, shows ``(cached)`` and reports the same counts."""
+    first = run_vault("-v")
+    first.assert_outcomes(passed=3)
+    assert vault_counts(first) == (0, 3)
+    assert vault_reasons(first) == {"new": 3}
+    assert executed(first) == BASIC_IDS
+    assert set(ran_log.take()) == BASIC_IDS
+
+    second = run_vault("-v")
+    second.assert_outcomes(passed=3)
+    assert vault_counts(second) == (3, 0)
+    assert replayed(second) == BASIC_IDS
+    second.stdout.fnmatch_lines(
+        [
+            "test_basic.py::test_add PASSED (cached)*",
+            "test_basic.py::test_upper PASSED (cached)*",
+            "test_basic.py::test_sorted PASSED (cached)*",
+            "*= 3 passed in *",
+        ]
+    )
+    assert ran_log.take() == []
+
+
+def test_failing_test_runs_every_time(pytester, run_vault, ran_log):
+    """A failure is never stored: the test fails again, for real, on every run."""
+    write_files(
+        pytester.path,
+        {
+            "ranlog.py": RANLOG_MODULE,
+            "test_mixed.py": """
+                from ranlog import ran
+
+
+                def test_good():
+                    ran()
+                    assert 2 * 2 == 4
+
+
+                def test_broken():
+                    ran()
+                    assert 2 * 2 == 5
+            """,
+        },
+    )
+    first = run_vault("-v")
+    first.assert_outcomes(passed=1, failed=1)
+    assert ran_log.take() == ["test_mixed.py::test_good", "test_mixed.py::test_broken"]
+
+    for _ in range(2):
+        again = run_vault("-v")
+        again.assert_outcomes(passed=1, failed=1)
+        assert vault_counts(again) == (1, 1)
+        assert vault_reasons(again) == {"failed last time": 1}
+        assert replayed(again) == {"test_mixed.py::test_good"}
+        assert executed(again) == {"test_mixed.py::test_broken"}
+        again.stdout.fnmatch_lines(["FAILED test_mixed.py::test_broken - assert*"])
+        assert ran_log.take() == ["test_mixed.py::test_broken"]
+
+
+def test_skip_reasons_are_replayed(outcomes_project, run_vault):
+    """``-rs`` lists the same skips, with the same locations and reasons."""
+    first = run_vault("-rs")
+    first.assert_outcomes(**OUTCOMES)
+
+    second = run_vault("-rs", "-v")
+    second.assert_outcomes(**OUTCOMES)
+    assert vault_counts(second) == (OUTCOMES_TOTAL, 0)
+    second.stdout.fnmatch_lines(["test_outcomes.py::test_skips_at_runtime SKIPPED (cached)*"])
+    assert skip_lines(second) == skip_lines(first)
+    assert any("needs a GPU" in line for line in skip_lines(second))
+    assert any("not on this platform" in line for line in skip_lines(second))
+
+
+def test_xfail_and_xpass_are_replayed(outcomes_project, run_vault):
+    """Expected failures and unexpected passes come back as XFAIL/XPASS with their reasons."""
+    first = run_vault("-rxX")
+    first.assert_outcomes(**OUTCOMES)
+
+    second = run_vault("-rxX", "-v")
+    second.assert_outcomes(**OUTCOMES)
+    second.stdout.fnmatch_lines(
+        [
+            "test_outcomes.py::test_known_bug XFAIL (cached)*",
+            "test_outcomes.py::test_maybe_fixed XPASS (cached)*",
+        ]
+    )
+    second.stdout.fnmatch_lines(
+        [
+            "XFAIL* test_outcomes.py::test_known_bug - bug 12",
+            "XPASS* test_outcomes.py::test_maybe_fixed - bug 7, maybe fixed",
+        ]
+    )
+
+
+def test_captured_output_is_replayed(outcomes_project, run_vault):
+    """``-rA`` shows what a replayed test printed, stdout and stderr."""
+    run_vault().assert_outcomes(**OUTCOMES)
+
+    second = run_vault("-rA", "-v")
+    second.assert_outcomes(**OUTCOMES)
+    assert "test_outcomes.py::test_prints" in replayed(second)
+    second.stdout.fnmatch_lines(
+        [
+            "*_ test_prints _*",
+            "*- Captured stdout call -*",
+            "hello from stdout",
+            "*- Captured stderr call -*",
+            "hello from stderr",
+        ]
+    )
+
+
+def _junit_cases(path) -> dict[str, list[tuple[str, str | None]]]:
+    """``{"classname.name": [(child tag, message)]}`` for every testcase of a report."""
+    cases = {}
+    for case in ET.parse(path).getroot().iter("testcase"):
+        children = [
+            (child.tag, child.get("message"))
+            for child in case
+            if child.tag in {"skipped", "failure", "error"}
+        ]
+        cases[f"{case.get('classname')}.{case.get('name')}"] = children
+    return cases
+
+
+def test_junitxml_lists_replayed_tests(outcomes_project, run_vault, pytester):
+    """A replayed run writes the same testcases (and skip/xfail messages) to ``--junitxml``."""
+    run_vault(f"--junitxml={pytester.path / 'first.xml'}").assert_outcomes(**OUTCOMES)
+    second = run_vault(f"--junitxml={pytester.path / 'second.xml'}")
+    second.assert_outcomes(**OUTCOMES)
+    assert vault_counts(second) == (OUTCOMES_TOTAL, 0)
+
+    first_cases = _junit_cases(pytester.path / "first.xml")
+    assert len(first_cases) == OUTCOMES_TOTAL
+    assert _junit_cases(pytester.path / "second.xml") == first_cases
+    suite = ET.parse(pytester.path / "second.xml").getroot().find("testsuite")
+    assert suite.get("tests") == str(OUTCOMES_TOTAL)
+    assert suite.get("failures") == "0"
+
+
+def test_runs_without_the_vault_leave_the_store_alone(
+    basic_project, run_vault, run_pytest, ran_log, xdg_cache_home
+):
+    """Without ``--vault``, or with ``-p no:cachevault``, all tests run and no store is touched."""
+    run_vault().assert_outcomes(passed=3)
+    ran_log.take()
+    before = store_snapshot(run_vault.store)
+    assert before
+
+    env = {"PYTEST_VAULT_DIR": str(run_vault.store)}
+    for args in ([], ["-p", "no:cachevault"]):
+        result = run_pytest(*args, env=env)
+        result.assert_outcomes(passed=3)
+        assert "vault:" not in result.stdout.str()
+        assert set(ran_log.take()) == BASIC_IDS, args
+
+    assert store_snapshot(run_vault.store) == before
+    assert store_files(xdg_cache_home) == []
+
+
+def test_ini_switch_in_pyproject(basic_project, pytester, run_pytest, vault_store, ran_log):
+    """``vault = true`` in ``[tool.pytest.ini_options]`` turns the vault on without ``--vault``."""
+    pytester.makepyprojecttoml(
+        """
+        [tool.pytest.ini_options]
+        vault = true
+        """
+    )
+    first = run_pytest(f"--vault-dir={vault_store}")
+    first.assert_outcomes(passed=3)
+    assert vault_counts(first) == (0, 3)
+    ran_log.take()
+
+    second = run_pytest(f"--vault-dir={vault_store}")
+    second.assert_outcomes(passed=3)
+    assert vault_counts(second) == (3, 0)
+    assert ran_log.take() == []
+
+
+def test_store_location_from_environment(basic_project, run_pytest, vault_store, xdg_cache_home):
+    """``PYTEST_VAULT_DIR`` chooses the store when ``--vault-dir`` is not given."""
+    env = {"PYTEST_VAULT_DIR": str(vault_store)}
+    first = run_pytest("--vault", env=env)
+    first.assert_outcomes(passed=3)
+    assert (vault_store / "CACHEDIR.TAG").is_file()
+    assert store_files(xdg_cache_home) == []
+
+    second = run_pytest("--vault", env=env)
+    second.assert_outcomes(passed=3)
+    assert vault_counts(second) == (3, 0)
+
+
+def test_replay_under_xdist(basic_project, run_vault, ran_log):
+    """With ``-n 2`` the records are written and replayed by the workers, and counted once."""
+    pytest.importorskip("xdist")
+    first = run_vault("-n", "2")
+    first.assert_outcomes(passed=3)
+    assert vault_counts(first) == (0, 3)
+    assert set(ran_log.take()) == BASIC_IDS
+
+    second = run_vault("-n", "2")
+    second.assert_outcomes(passed=3)
+    assert vault_counts(second) == (3, 0)
+    assert ran_log.take() == []
+
+
+def test_warnings_are_replayed(pytester, run_vault):
+    """A replayed test's warning still shows in the warnings summary and the counts."""
+    pytester.makepyfile(
+        test_old_api="""
+            import warnings
+
+
+            def test_old_api():
+                warnings.warn("old_api() is deprecated", DeprecationWarning)
+        """
+    )
+    first = run_vault()
+    first.assert_outcomes(passed=1, warnings=1)
+
+    second = run_vault()
+    assert vault_counts(second) == (1, 0)
+    second.assert_outcomes(passed=1, warnings=1)
+    second.stdout.fnmatch_lines(
+        ["*= warnings summary =*", "*DeprecationWarning: old_api() is deprecated"]
+    )
