@@ -39,6 +39,7 @@ CACHEDIR_TAG = (
     "# For information about cache directory tags, see https://bford.info/cachedir/\n"
 )
 _NAME = re.compile(r"[0-9a-f]{16,64}")
+_RECORD_HEADER = re.compile(rb'\{"schema":(?P<schema>\d+),"checksum":"(?P<checksum>[0-9a-f]+)","payload":')
 
 
 class StoreError(Exception):
@@ -106,20 +107,31 @@ class Store:
                 yield Candidate(Path(path), payload)
 
     def _read_record(self, path: Path) -> dict | None:
+        """The payload of a record file, checked against its checksum before parsing.
+
+        The file is ``{"schema":N,"checksum":"…","payload":BODY}`` with BODY the exact
+        bytes the checksum was taken of, so checking needs no re-serialization."""
         try:
-            data = json.loads(path.read_bytes())
-        except (OSError, ValueError, UnicodeDecodeError) as exc:
-            if not isinstance(exc, FileNotFoundError):
-                self._problem(path, "unreadable record")
+            data = path.read_bytes()
+        except FileNotFoundError:
+            return None  # collected by gc meanwhile
+        except OSError:
+            self._problem(path, "unreadable record")
             return None
-        if not isinstance(data, dict) or data.get("schema") != SCHEMA:
-            self._problem(path, "record of an unknown schema")
+        header = _RECORD_HEADER.match(data)
+        if header is None or int(header["schema"]) != SCHEMA:
+            self._problem(path, "record of an unknown schema or layout")
             return None
-        payload = data.get("payload")
-        if not isinstance(payload, dict) or data.get("checksum") != digest_bytes(
-            _canonical(payload)
-        ):
+        body = data[header.end() : -1]
+        if data[-1:] != b"}" or digest_bytes(body) != header["checksum"].decode():
             self._problem(path, "record whose checksum does not match")
+            return None
+        try:
+            payload = json.loads(body)
+        except ValueError:
+            payload = None
+        if not isinstance(payload, dict):
+            self._problem(path, "unreadable record")
             return None
         return payload
 
