@@ -59,8 +59,7 @@ def from_stored(config: pytest.Config, stored: list) -> list[pytest.TestReport]:
     """Rebuild reports from a record, marked as cached; :class:`BadRecord` if impossible."""
     reports = []
     try:
-        for data in stored:
-            data = _replace(data, _ROOT_TOKEN, str(config.rootpath))
+        for data in _replace(stored, _ROOT_TOKEN, str(config.rootpath)):
             report = config.hook.pytest_report_from_serializable(config=config, data=data)
             if not isinstance(report, pytest.TestReport):
                 raise BadRecord("not a test report")
