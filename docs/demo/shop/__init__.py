@@ -1,0 +1,1 @@
+"""A toy shop: prices and stock."""
