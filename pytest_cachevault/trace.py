@@ -22,6 +22,7 @@ whole file that held it.
 from __future__ import annotations
 
 import ast
+import builtins
 import importlib
 import importlib.abc
 import importlib.machinery
@@ -256,6 +257,11 @@ class MarkingTracer(_Windows):
         return len(self._files) - 1
 
     def start(self) -> None:
+        # The marks live in builtins, not in each module: a module's namespace stays as
+        # it was, and the loader adds no frame of its own under the module's code (a
+        # frame there would shift the ``stacklevel`` of warnings raised at import).
+        # They stay there after :meth:`stop`: marked functions may still be called.
+        setattr(builtins, self.GLOBAL, self._marks)
         self._finder = _MarkingFinder(self)
         position = 1 if sys.meta_path and "AssertionRewritingHook" in type(sys.meta_path[0]).__name__ else 0
         sys.meta_path.insert(position, self._finder)
@@ -321,10 +327,6 @@ class _MarkingLoader(importlib.machinery.SourceFileLoader):
     def __init__(self, fullname: str, path: str, tracer: MarkingTracer) -> None:
         super().__init__(fullname, path)
         self._tracer = tracer
-
-    def exec_module(self, module) -> None:
-        setattr(module, MarkingTracer.GLOBAL, self._tracer._marks)
-        super().exec_module(module)
 
     def get_code(self, fullname):
         source = self.get_data(self.path)
