@@ -1,0 +1,496 @@
+#!/usr/bin/env python3
+"""Speed benchmark of pytest-cachevault on real third-party test suites.
+
+For each suite (see ``benchmarks/suites.py``) this times whole pytest
+processes, wall clock, for these variants, interleaved across repetitions
+(rep 1 of every variant, then rep 2, ...):
+
+  plain         pytest, plugin disabled (-p no:cachevault)
+  collect       pytest --collect-only -q, plugin disabled
+  vault-cold    pytest --vault, empty store, no .pytest_cache
+  vault-warm    pytest --vault again, nothing changed
+  vault-edit    pytest --vault after a one-line edit of one library function
+  testmon-cold  pytest --testmon, no .testmondata, no .pytest_cache
+  testmon-warm  pytest --testmon again, nothing changed
+  with --xdist also: plain-n2, vault-cold-n2, vault-warm-n2 (-n 2)
+
+It parses each run's final summary line (and the vault's ``vault: ...``
+line), checks that vault and plain runs report the same outcome counts,
+prints a markdown report and writes it to ``docs/benchmarks.md``.  Stdlib
+only; everything third-party goes into per-suite venvs under
+``benchmarks/.work/``.  See ``benchmarks/README.md``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import dataclasses
+import datetime
+import hashlib
+import json
+import os
+import platform
+import re
+import shutil
+import signal
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import suites  # noqa: E402
+
+DOC = suites.REPO_ROOT / "docs" / "benchmarks.md"
+SLOT = "bench"  # own copy of each suite (see suites.prepare), apart from mutate.py's
+TARGET = 1.3  # warm vault run must be within TARGET x collect-only
+
+NO_VAULT = ("-p", "no:cachevault")
+NO_TESTMON = ("-p", "no:pytest-testmon")
+
+
+@dataclasses.dataclass(frozen=True)
+class Variant:
+    """One way of running a suite."""
+
+    name: str
+    tool: str                   # "none", "vault" or "testmon"
+    args: tuple[str, ...] = ()  # extra pytest args
+    fresh: bool = False         # wipe the tool's data and .pytest_cache first
+    edit: bool = False          # run with the suite's one-line edit applied
+    compare_to: str = ""        # variant whose outcome counts must match
+    store: str = "vault"        # vault store name (separate for -n 2)
+
+
+VARIANTS = [
+    Variant("plain", "none"),
+    Variant("collect", "none", ("--collect-only", "-q")),
+    Variant("vault-cold", "vault", fresh=True, compare_to="plain"),
+    Variant("vault-warm", "vault", compare_to="vault-cold"),
+    Variant("vault-edit", "vault", edit=True, compare_to="vault-cold"),
+    Variant("testmon-cold", "testmon", fresh=True, compare_to="plain"),
+    Variant("testmon-warm", "testmon"),
+]
+XDIST_VARIANTS = [
+    Variant("plain-n2", "none", ("-n", "2"), compare_to="plain"),
+    Variant("vault-cold-n2", "vault", ("-n", "2"), fresh=True,
+            compare_to="plain-n2", store="vault-n2"),
+    Variant("vault-warm-n2", "vault", ("-n", "2"),
+            compare_to="vault-cold-n2", store="vault-n2"),
+]
+ALL_VARIANTS = {v.name: v for v in VARIANTS + XDIST_VARIANTS}
+
+SUMMARY_RE = re.compile(r"^=*\s*(?P<body>\S.*?)\s+in\s+[\d.]+s\b.*$")
+COUNT_RE = re.compile(r"(\d+)\s+([a-z][a-z ]*?)(?:\s*\(.*\))?$")
+VAULT_RE = re.compile(r"vault:\s*(\d+) replayed, (\d+) run\b.*")
+BAD_EXITS = {-1, 2, 3, 4}  # timeout (ours), interrupted, internal error, usage error
+
+
+@dataclasses.dataclass
+class Run:
+    """The outcome of one timed pytest process."""
+
+    variant: str
+    rep: int
+    seconds: float
+    exit: int
+    counts: dict[str, int]
+    summary: str
+    vault: str
+    log: str
+
+
+def log(msg: str) -> None:
+    """Progress message on stderr."""
+    print(f"[bench {time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
+
+
+def parse_output(text: str) -> tuple[dict[str, int], str, str]:
+    """(outcome counts, summary line, vault line) from pytest's output.
+
+    Counts come from the final ``N passed, M failed ... in Xs`` line, or for
+    --collect-only from ``N tests collected``; "warnings" is not an outcome
+    and is dropped.
+    """
+    lines = text.splitlines()
+    vault = next((m.group(0) for line in reversed(lines)
+                  if (m := VAULT_RE.search(line))), "")
+    for line in reversed(lines):
+        m = SUMMARY_RE.match(line.strip())
+        if not m:
+            continue
+        counts: dict[str, int] = {}
+        for part in m.group("body").strip("= ").split(", "):
+            part = re.sub(r"^(\d+)/\d+", r"\1", part.strip())  # "62423/62850 tests"
+            cm = COUNT_RE.match(part)
+            if cm:
+                what = cm.group(2).strip()
+                what = {"error": "errors", "warning": "warnings",
+                        "test collected": "collected",
+                        "tests collected": "collected"}.get(what, what)
+                counts[what] = int(cm.group(1))
+        counts.pop("warnings", None)
+        return counts, m.group(0).strip("= "), vault
+    return {}, "", vault
+
+
+def fmt_counts(counts: dict[str, int]) -> str:
+    """Counts as ``765 passed, 3 failed`` (stable order); "none" if no test ran."""
+    return ", ".join(f"{n} {k}" for k, n in counts.items()) or "none"
+
+
+class Bench:
+    """Runs the variants of one prepared suite and keeps the results."""
+
+    def __init__(self, env: suites.SuiteEnv, timeout: float):
+        self.env = env
+        self.timeout = timeout
+        self.dir = env.state_dir / "bench"
+        self.logs = self.dir / "logs"
+        self.logs.mkdir(parents=True, exist_ok=True)
+        self.testmon_data = self.dir / "testmondata"
+        self.runs: list[Run] = []
+
+    def command(self, v: Variant) -> list[str]:
+        """The pytest command line of variant ``v``."""
+        tool_args = {
+            "none": (*NO_VAULT, *NO_TESTMON),
+            "vault": (*NO_TESTMON, "--vault", f"--vault-dir={self.dir / v.store}"),
+            "testmon": (*NO_VAULT, "--testmon"),
+        }[v.tool]
+        return self.env.pytest_cmd(*tool_args, *v.args)
+
+    def reset(self, v: Variant) -> None:
+        """Give a cold variant an empty store and no .pytest_cache."""
+        shutil.rmtree(self.env.src_root / ".pytest_cache", ignore_errors=True)
+        if v.tool == "vault":
+            shutil.rmtree(self.dir / v.store, ignore_errors=True)
+        elif v.tool == "testmon":
+            for suffix in ("", "-wal", "-shm", "-journal"):
+                Path(f"{self.testmon_data}{suffix}").unlink(missing_ok=True)
+
+    def run(self, v: Variant, rep: int) -> Run:
+        """Time one process of variant ``v`` and parse its output."""
+        if v.fresh:
+            self.reset(v)
+        cmd = self.command(v)
+        logfile = self.logs / f"{v.name}-r{rep}.log"
+        env = self.env.run_env(TESTMON_DATAFILE=str(self.testmon_data))
+        edit = self.env.edit_one_line() if v.edit else contextlib.nullcontext()
+        with edit, open(logfile, "w+") as out:
+            out.write(f"$ cd {self.env.src_root} && {' '.join(cmd)}\n")
+            out.flush()
+            start = time.perf_counter()
+            try:
+                code = subprocess.run(cmd, cwd=self.env.src_root, env=env, stdout=out,
+                                      stderr=subprocess.STDOUT, timeout=self.timeout,
+                                      ).returncode
+            except subprocess.TimeoutExpired:
+                code = -1
+            seconds = time.perf_counter() - start
+            out.seek(0)
+            text = out.read()
+        counts, summary, vault = parse_output(text)
+        run = Run(v.name, rep, seconds, code, counts, summary, vault, str(logfile))
+        self.runs.append(run)
+        flag = f"  !! exit {code}, see {logfile}" if code in BAD_EXITS else ""
+        log(f"{self.env.suite.name} r{rep} {v.name:14s} {seconds:8.2f}s  "
+            f"{fmt_counts(counts)}{'  | ' + vault if vault else ''}{flag}")
+        return run
+
+    def of(self, name: str) -> list[Run]:
+        """All runs of one variant, in rep order."""
+        return [r for r in self.runs if r.variant == name]
+
+    def median(self, name: str) -> float | None:
+        """Median seconds of a variant (None if it was not run)."""
+        runs = self.of(name)
+        return statistics.median(r.seconds for r in runs) if runs else None
+
+    def problems(self) -> list[str]:
+        """Count mismatches, failed processes and vault oddities, in words."""
+        out = []
+        for r in self.runs:
+            if r.exit in BAD_EXITS:
+                out.append(f"{r.variant} rep {r.rep}: exit {r.exit}"
+                           f"{' (timeout)' if r.exit == -1 else ''}, log {r.log}")
+            v = ALL_VARIANTS[r.variant]
+            if not r.summary:
+                out.append(f"{r.variant} rep {r.rep}: no pytest summary line, log {r.log}")
+            if v.tool == "vault" and not r.vault:
+                out.append(f"{r.variant} rep {r.rep}: no 'vault:' summary line")
+            if r.variant.startswith("vault-warm") and r.vault:
+                replayed = int(VAULT_RE.search(r.vault).group(1))
+                if replayed == 0:
+                    out.append(f"{r.variant} rep {r.rep}: replayed nothing ({r.vault})")
+            ref = next((x for x in self.of(v.compare_to) if x.rep == r.rep), None)
+            if ref is not None and (ref.counts != r.counts or ref.exit != r.exit):
+                out.append(f"**MISMATCH** {r.variant} rep {r.rep}: "
+                           f"{fmt_counts(r.counts)} (exit {r.exit}) vs {v.compare_to}: "
+                           f"{fmt_counts(ref.counts)} (exit {ref.exit})")
+        return out
+
+
+# ----------------------------------------------------------------------- report
+
+def ratio(a: float | None, b: float | None) -> str:
+    """``a/b`` formatted, or an em dash."""
+    return f"{a / b:.2f}" if a is not None and b else "—"
+
+
+def secs(x: float | None) -> str:
+    """Seconds formatted, or an em dash."""
+    return "—" if x is None else f"{x:.2f}"
+
+
+def machine_info(python: str) -> dict[str, str]:
+    """nproc, CPU, memory, load, OS, interpreter and plugin commit."""
+    cpu = next((line.split(":", 1)[1].strip() for line in
+                Path("/proc/cpuinfo").read_text().splitlines()
+                if line.startswith("model name")), platform.processor())
+    mem = next((line.split()[1] for line in Path("/proc/meminfo").read_text().splitlines()
+                if line.startswith("MemTotal")), "0")
+    pyver = subprocess.run([python, "-c", "import sys; print(sys.version.split()[0])"],
+                           capture_output=True, text=True).stdout.strip()
+    git = ["git", "-C", str(suites.REPO_ROOT)]
+    commit = subprocess.run([*git, "rev-parse", "--short", "HEAD"],
+                            capture_output=True, text=True).stdout.strip() or "no commit yet"
+    dirty = subprocess.run([*git, "status", "--porcelain", "--", "pytest_cachevault"],
+                           capture_output=True, text=True).stdout.strip()
+    return {
+        "nproc": str(os.cpu_count()),
+        "cpu": cpu,
+        "memory": f"{int(mem) / 2**20:.0f} GiB",
+        "os": platform.platform(),
+        "python": pyver,
+        "plugin commit": commit + (" + uncommitted changes" if dirty else ""),
+        "plugin hash": plugin_fingerprint(),
+    }
+
+
+def plugin_fingerprint() -> str:
+    """Short hash of the plugin's source files (installed editable: they are live)."""
+    h = hashlib.sha256()
+    for path in sorted((suites.REPO_ROOT / "pytest_cachevault").rglob("*.py")):
+        h.update(path.name.encode() + b"\0" + path.read_bytes())
+    return h.hexdigest()[:12]
+
+
+def tool_versions(env: suites.SuiteEnv) -> str:
+    """Versions of pytest and friends in a suite venv."""
+    code = ("import importlib.metadata as m\n"
+            "for d in ('pytest', 'pytest-cachevault', 'pytest-testmon', 'pytest-xdist'):\n"
+            "    print(f'{d} {m.version(d)}')")
+    out = subprocess.run([str(env.python), "-c", code], capture_output=True, text=True)
+    return ", ".join(out.stdout.split("\n")).strip(", ")
+
+
+def render(benches: list[Bench], info: dict[str, str], args: argparse.Namespace,
+           load: tuple[str, str]) -> str:
+    """The markdown report."""
+    now = datetime.datetime.now().astimezone().strftime("%Y-%m-%d %H:%M %Z")
+    out = [
+        "# Speed benchmarks",
+        "",
+        f"Measured {now} with `python3 benchmarks/bench.py {' '.join(args.argv)}`".rstrip()
+        + f" ({args.runs} run(s) per variant, medians; completed: "
+        + f"{min((len(b.of(v.name)) for b in benches for v in selected_variants(args)), default=0)}"
+        + f" full repetition(s)).",
+        "",
+        f"- machine: {info['nproc']} cores ({info['cpu']}), {info['memory']}, {info['os']}; "
+        f"load average {load[0]} at start, {load[1]} at end",
+        f"- python: {info['python']}; {tool_versions(benches[0].env) if benches else ''}",
+        f"- plugin commit: {info['plugin commit']}; source hash {info['plugin hash']}"
+        + ("" if info["plugin hash"] == plugin_fingerprint()
+           else f" at start, **{plugin_fingerprint()} at end: the plugin changed during the run**"),
+        "- suites: " + ", ".join(f"{b.env.suite.name} {b.env.suite.version}" for b in benches),
+        "",
+        "## Median wall-clock seconds",
+        "",
+        "| suite | tests (plain run) | plain | collect-only | vault cold | vault warm "
+        "| vault edit | testmon cold | testmon warm |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for b in benches:
+        plain = b.of("plain")
+        m = b.median
+        out.append(f"| {b.env.suite.name} | {fmt_counts(plain[0].counts) if plain else '?'} "
+                   f"| {secs(m('plain'))} | {secs(m('collect'))} | {secs(m('vault-cold'))} "
+                   f"| {secs(m('vault-warm'))} | {secs(m('vault-edit'))} "
+                   f"| {secs(m('testmon-cold'))} | {secs(m('testmon-warm'))} |")
+        if b.of("plain-n2"):
+            out.append(f"| {b.env.suite.name} `-n 2` | {fmt_counts(b.of('plain-n2')[0].counts)} "
+                       f"| {secs(m('plain-n2'))} | {secs(m('collect'))} "
+                       f"| {secs(m('vault-cold-n2'))} | {secs(m('vault-warm-n2'))} "
+                       "| — | — | — |")
+    out += [
+        "",
+        "## Ratios",
+        "",
+        f"Target: vault warm ≤ {TARGET}× collect-only.",
+        "",
+        "| suite | cold / plain | warm / collect-only | warm / testmon warm | edit / plain "
+        f"| target (≤ {TARGET}) | outcome counts |",
+        "|---|---:|---:|---:|---:|---|---|",
+    ]
+    for b in benches:
+        m = b.median
+        problems = b.problems()
+        counts_ok = "**MISMATCH**" if any("MISMATCH" in p for p in problems) else (
+            "⚠ see notes" if problems else "same")
+        rows = [("", "plain", "vault-cold", "vault-warm", "testmon-warm", "vault-edit")]
+        if b.of("plain-n2"):
+            rows.append((" `-n 2`", "plain-n2", "vault-cold-n2", "vault-warm-n2", "", ""))
+        for tag, plain, cold, warm, tm_warm, edit in rows:
+            w = m(warm)
+            c = m("collect")
+            verdict = "—" if w is None or not c else (
+                "met" if w / c <= TARGET else "**missed**")
+            out.append(f"| {b.env.suite.name}{tag} | {ratio(m(cold), m(plain))} "
+                       f"| {ratio(w, c)} | {ratio(w, m(tm_warm) if tm_warm else None)} "
+                       f"| {ratio(m(edit) if edit else None, m(plain))} | {verdict} "
+                       f"| {counts_ok} |")
+    out += [
+        "",
+        "## Every run",
+        "",
+        "Seconds of each repetition, the outcome counts of pytest's final line "
+        "(repetition 1; \"varies\" if later ones differ) and the vault's summary line.",
+        "",
+        "| suite | variant | seconds per rep | counts | vault line |",
+        "|---|---|---|---|---|",
+    ]
+    for b in benches:
+        for name in ALL_VARIANTS:
+            runs = b.of(name)
+            if not runs:
+                continue
+            varies = " (varies)" if any(r.counts != runs[0].counts for r in runs) else ""
+            exits = {r.exit for r in runs} & BAD_EXITS
+            bad = f" **exit {sorted(exits)}**" if exits else ""
+            out.append(f"| {b.env.suite.name} | {name} "
+                       f"| {' / '.join(f'{r.seconds:.2f}' for r in runs)} "
+                       f"| {fmt_counts(runs[0].counts)}{varies}{bad} | {runs[0].vault or ''} |")
+    notes = [f"- {b.env.suite.name}: {p}" for b in benches for p in b.problems()]
+    out += ["", "## Checks", ""] + (notes or ["- all runs finished; vault and plain runs "
+                                              "reported the same outcome counts."])
+    out += ["", "## Method", "", METHOD.strip(), ""]
+    return "\n".join(out)
+
+
+METHOD = """
+Each suite is a pinned sdist from PyPI, extracted under `benchmarks/.work/` and
+installed editable into its own venv with pytest, its test dependencies,
+pytest-testmon, pytest-xdist and the plugin (editable, from this checkout);
+see `benchmarks/suites.py`.  Every figure is the wall-clock time of a whole
+`python -m pytest` process (`time.perf_counter` around `subprocess.run`), run
+from the extracted sdist with the same test paths and `-p no:randomly`; the
+plugin is disabled with `-p no:cachevault` where it is not under test, and
+pytest-testmon with `-p no:pytest-testmon`.  Before timing, one untimed
+`--collect-only` run compiles the bytecode.  Runs are interleaved (rep 1
+of every suite and variant, then rep 2, ...) and the median is reported.  Cold runs
+start from an empty store (`--vault-dir` under `benchmarks/.work/`) or no
+`.testmondata`, and `.pytest_cache` is removed before each cold run.
+"Warm" re-runs with nothing changed; "edit" inserts one assignment in one
+library function (`SuiteEnv.edit_one_line`) after the warm run, and the file is
+restored right after.  Outcome counts of each run are parsed from pytest's
+final line; vault cold must match plain, and vault warm and edit must match
+vault cold (same repetition) — any difference is listed under Checks.
+"""
+
+
+# ------------------------------------------------------------------------- main
+
+def parse_args(argv: list[str]) -> argparse.Namespace:
+    """Command-line options."""
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--suites", nargs="+", default=suites.DEFAULT_SUITES,
+                   metavar="SUITE", help=f"any of {', '.join(suites.SUITES)} (default: all)")
+    p.add_argument("--python", default="python3",
+                   help="interpreter for the venvs, e.g. python3.12 (default: python3)")
+    p.add_argument("--runs", type=int, default=3, help="repetitions per variant (default 3)")
+    p.add_argument("--xdist", action="store_true", help="also time -n 2 variants")
+    p.add_argument("--variants", nargs="+", metavar="VARIANT",
+                   help=f"only these variants, of: {', '.join(ALL_VARIANTS)}")
+    p.add_argument("--timeout", type=float, default=3600,
+                   help="seconds before one pytest process is killed (default 3600)")
+    p.add_argument("--output", type=Path, default=DOC,
+                   help=f"markdown file to write (default {DOC.relative_to(suites.REPO_ROOT)})")
+    p.add_argument("--no-write", action="store_true", help="print the report only")
+    args = p.parse_args(argv)
+    args.argv = argv
+    bad = set(args.suites) - set(suites.SUITES)
+    bad |= set(args.variants or ()) - set(ALL_VARIANTS)
+    if bad:
+        p.error(f"unknown suite/variant: {', '.join(sorted(bad))}")
+    return args
+
+
+def selected_variants(args: argparse.Namespace) -> list[Variant]:
+    """The variants to run, in run order."""
+    chosen = VARIANTS + (XDIST_VARIANTS if args.xdist else [])
+    if args.variants:
+        chosen = [v for v in ALL_VARIANTS.values() if v.name in args.variants]
+    return chosen
+
+
+def check_plugin(env: suites.SuiteEnv) -> None:
+    """Exit unless the plugin's --vault option is registered in the venv."""
+    out = subprocess.run([str(env.python), "-m", "pytest", "--help"], cwd=env.src_root,
+                         capture_output=True, text=True, env=env.run_env())
+    if "--vault-dir" not in out.stdout:
+        sys.exit(f"pytest-cachevault is not active in {env.python}:\n{out.stderr[-3000:]}")
+
+
+def warm_up(bench: Bench) -> None:
+    """One untimed collect-only run, so every variant finds compiled bytecode."""
+    log(f"{bench.env.suite.name}: warm-up (untimed collect-only)")
+    subprocess.run(bench.command(ALL_VARIANTS["collect"]), cwd=bench.env.src_root,
+                   env=bench.env.run_env(), capture_output=True)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Prepare suites, run the benchmark, print and write the report.
+
+    Repetitions are the outer loop (rep 1 of every suite and variant, then
+    rep 2, ...); the report is rewritten after every run, so an interrupted
+    benchmark still leaves the medians of what it measured.
+    """
+    argv = sys.argv[1:] if argv is None else argv
+    args = parse_args(argv)
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # run finally: blocks
+    variants = selected_variants(args)
+    python = suites.resolve_python(args.python)
+    info = machine_info(python)
+    load_start = " ".join(f"{x:.2f}" for x in os.getloadavg())
+    benches = []
+    for name in args.suites:
+        env = suites.prepare(name, python, slot=SLOT)
+        check_plugin(env)
+        benches.append(Bench(env, args.timeout))
+        warm_up(benches[-1])
+
+    def report() -> str:
+        load = (load_start, " ".join(f"{x:.2f}" for x in os.getloadavg()))
+        text = render(benches, info, args, load)
+        if not args.no_write:
+            args.output.parent.mkdir(parents=True, exist_ok=True)
+            args.output.write_text(text)
+        for b in benches:
+            (b.dir / "runs.json").write_text(
+                json.dumps([dataclasses.asdict(r) for r in b.runs], indent=1))
+        return text
+
+    for rep in range(1, args.runs + 1):
+        for bench in benches:
+            for v in variants:
+                bench.run(v, rep)
+                text = report()
+    print(text)
+    return 1 if any("MISMATCH" in p for b in benches for p in b.problems()) else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
