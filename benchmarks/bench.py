@@ -44,6 +44,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import suites  # noqa: E402
 
 DOC = suites.REPO_ROOT / "docs" / "benchmarks.md"
+META = suites.WORK_DIR / "bench-last.json"  # the last benchmark's options and machine info
 SLOT = "bench"  # own copy of each suite (see suites.prepare), apart from mutate.py's
 TARGET = 1.3  # warm vault run must be within TARGET x collect-only
 
@@ -100,6 +101,11 @@ class Run:
     summary: str
     vault: str
     log: str
+
+
+def now() -> str:
+    """The local date and time, for the report."""
+    return datetime.datetime.now().astimezone().strftime("%Y-%m-%d %H:%M %Z")
 
 
 def log(msg: str) -> None:
@@ -223,8 +229,12 @@ class Bench:
                 out.append(f"{r.variant} rep {r.rep}: no 'vault:' summary line")
             if r.variant.startswith("vault-warm") and r.vault:
                 replayed = int(VAULT_RE.search(r.vault).group(1))
+                changed = re.search(r"(\d+) changed", r.vault)
                 if replayed == 0:
                     out.append(f"{r.variant} rep {r.rep}: replayed nothing ({r.vault})")
+                if changed:
+                    out.append(f"**{r.variant} rep {r.rep}: {changed.group(1)} tests re-run as "
+                               f"changed although nothing changed** ({r.vault})")
             ref = next((x for x in self.of(v.compare_to) if x.rep == r.rep), None)
             if ref is not None and (ref.counts != r.counts or ref.exit != r.exit):
                 out.append(f"**MISMATCH** {r.variant} rep {r.rep}: "
@@ -287,14 +297,13 @@ def tool_versions(env: suites.SuiteEnv) -> str:
     return ", ".join(out.stdout.split("\n")).strip(", ")
 
 
-def render(benches: list[Bench], info: dict[str, str], args: argparse.Namespace,
-           load: tuple[str, str]) -> str:
-    """The markdown report."""
-    now = datetime.datetime.now().astimezone().strftime("%Y-%m-%d %H:%M %Z")
+def render(benches: list[Bench], meta: dict, args: argparse.Namespace) -> str:
+    """The markdown report; ``meta`` holds the machine info, dates and loads."""
+    info, load = meta["info"], (meta["load_start"], meta["load_end"])
     out = [
         "# Speed benchmarks",
         "",
-        f"Measured {now} with `python3 benchmarks/bench.py {' '.join(args.argv)}`".rstrip()
+        f"Measured {meta['start']} to {meta['end']} with `python3 benchmarks/bench.py {' '.join(args.argv)}`".rstrip()
         + f" ({args.runs} run(s) per variant, medians; completed: "
         + f"{min((len(b.of(v.name)) for b in benches for v in selected_variants(args)), default=0)}"
         + f" full repetition(s)).",
@@ -303,8 +312,9 @@ def render(benches: list[Bench], info: dict[str, str], args: argparse.Namespace,
         f"load average {load[0]} at start, {load[1]} at end",
         f"- python: {info['python']}; {tool_versions(benches[0].env) if benches else ''}",
         f"- plugin commit: {info['plugin commit']}; source hash {info['plugin hash']}"
-        + ("" if info["plugin hash"] == plugin_fingerprint()
-           else f" at start, **{plugin_fingerprint()} at end: the plugin changed during the run**"),
+        + ("" if info["plugin hash"] == meta["plugin hash end"]
+           else f" at start, **{meta['plugin hash end']} at end: the plugin (installed "
+                "editable) changed during the run**"),
         "- suites: " + ", ".join(f"{b.env.suite.name} {b.env.suite.version}" for b in benches),
         "",
         "## Median wall-clock seconds",
@@ -419,6 +429,9 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--output", type=Path, default=DOC,
                    help=f"markdown file to write (default {DOC.relative_to(suites.REPO_ROOT)})")
     p.add_argument("--no-write", action="store_true", help="print the report only")
+    p.add_argument("--rerender", action="store_true",
+                   help="run nothing: re-render the report of the last benchmark "
+                        f"from {META.relative_to(suites.REPO_ROOT)} and its runs.json files")
     args = p.parse_args(argv)
     args.argv = argv
     bad = set(args.suites) - set(suites.SUITES)
@@ -444,6 +457,15 @@ def check_plugin(env: suites.SuiteEnv) -> None:
         sys.exit(f"pytest-cachevault is not active in {env.python}:\n{out.stderr[-3000:]}")
 
 
+def locate(name: str, python: str) -> suites.SuiteEnv:
+    """The bench copy of a suite as it was prepared, without locking it (--rerender)."""
+    base = suites.suite_dir(suites.SUITES[name], python, SLOT)
+    return suites.SuiteEnv(suite=suites.SUITES[name], base=base,
+                           python=base / "venv" / "bin" / "python",
+                           src_root=next((base / "src").iterdir()),
+                           sdist=next((base / "sdist").glob("*.tar.gz")), test_args=[])
+
+
 def warm_up(bench: Bench) -> None:
     """One untimed collect-only run, so every variant finds compiled bytecode."""
     log(f"{bench.env.suite.name}: warm-up (untimed collect-only)")
@@ -461,34 +483,49 @@ def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     args = parse_args(argv)
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # run finally: blocks
-    variants = selected_variants(args)
-    python = suites.resolve_python(args.python)
-    info = machine_info(python)
-    load_start = " ".join(f"{x:.2f}" for x in os.getloadavg())
+    if args.rerender:
+        meta = json.loads(META.read_text())
+        run_args = parse_args(meta["argv"])
+        run_args.output, run_args.no_write = args.output, args.no_write
+        args = run_args
+    else:
+        meta = {"argv": argv, "python": suites.resolve_python(args.python), "start": now(),
+                "load_start": " ".join(f"{x:.2f}" for x in os.getloadavg())}
+        meta["info"] = machine_info(meta["python"])
     benches = []
     for name in args.suites:
-        env = suites.prepare(name, python, slot=SLOT)
-        check_plugin(env)
-        benches.append(Bench(env, args.timeout))
-        warm_up(benches[-1])
+        if args.rerender:
+            benches.append(Bench(locate(name, meta["python"]), args.timeout))
+            runs_file = benches[-1].dir / "runs.json"
+            if runs_file.exists():
+                benches[-1].runs = [Run(**r) for r in json.loads(runs_file.read_text())]
+        else:
+            env = suites.prepare(name, meta["python"], slot=SLOT)
+            check_plugin(env)
+            benches.append(Bench(env, args.timeout))
+            warm_up(benches[-1])
 
     def report() -> str:
-        load = (load_start, " ".join(f"{x:.2f}" for x in os.getloadavg()))
-        text = render(benches, info, args, load)
+        if not args.rerender:  # save what --rerender needs
+            meta.update(end=now(), load_end=" ".join(f"{x:.2f}" for x in os.getloadavg()))
+            meta["plugin hash end"] = plugin_fingerprint()
+            META.write_text(json.dumps(meta, indent=1))
+            for b in benches:
+                (b.dir / "runs.json").write_text(
+                    json.dumps([dataclasses.asdict(r) for r in b.runs], indent=1))
+        text = render(benches, meta, args)
         if not args.no_write:
             args.output.parent.mkdir(parents=True, exist_ok=True)
             args.output.write_text(text)
-        for b in benches:
-            (b.dir / "runs.json").write_text(
-                json.dumps([dataclasses.asdict(r) for r in b.runs], indent=1))
         return text
 
-    for rep in range(1, args.runs + 1):
-        for bench in benches:
-            for v in variants:
-                bench.run(v, rep)
-                text = report()
-    print(text)
+    if not args.rerender:
+        for rep in range(1, args.runs + 1):
+            for bench in benches:
+                for v in selected_variants(args):
+                    bench.run(v, rep)
+                    report()
+    print(report())
     return 1 if any("MISMATCH" in p for b in benches for p in b.problems()) else 0
 
 

@@ -917,6 +917,7 @@ class MutantResult:
     note: str = ""
     reasons: dict = dataclasses.field(default_factory=dict)  # why tests re-ran, counted
     vault_summary: str = ""
+    plugin: str = ""  # plugin revision when the mutant ran (the plugin is installed editable)
 
 
 def _stale(truth: Run, vault: Run) -> list[dict]:
@@ -1194,6 +1195,7 @@ def truth_and_vault(suite: SuiteAdapter, label: str, store: Path, timeout: float
 def run_mutant(suite: SuiteAdapter, m: Mutant, index: int, base: Run, store: Path,
                timeout: float, args: argparse.Namespace, log: "Logger") -> MutantResult:
     label = f"m{index:03d}"
+    plugin = plugin_revision()
     with Applied(m):
         truth, vault = truth_and_vault(suite, label, store, timeout, args.serial)
         stale = _stale(truth, vault) if truth.exit is not None and vault.exit is not None else []
@@ -1237,6 +1239,7 @@ def run_mutant(suite: SuiteAdapter, m: Mutant, index: int, base: Run, store: Pat
         total=len(vault.tests), stale=stale, flaky=flaky, truth_seconds=truth.seconds,
         vault_seconds=vault.seconds, note=note,
         reasons=dict(Counter(vault.reasons.values())), vault_summary=vault.summary,
+        plugin=plugin,
     )
     if stale:
         for s in stale:
@@ -1315,7 +1318,8 @@ def render(datas: list[dict]) -> str:
     out: list[str] = []
     now = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     pythons = sorted({d["python"] for d in datas})
-    plugins = sorted({d["plugin"] for d in datas})
+    plugins = sorted({d["plugin"] for d in datas}
+                     | {r["plugin"] for d in datas for r in d["mutants"] if r.get("plugin")})
     total_stale = sum(len(r["stale"]) for d in datas for r in d["mutants"]
                       if r["status"] != "invalid")
     total_killed = sum(1 for d in datas for r in d["mutants"] if r["status"] == "killed")
@@ -1339,7 +1343,10 @@ def render(datas: list[dict]) -> str:
         "",
         f"- date: {now}",
         f"- python: {', '.join(pythons)}",
-        f"- plugin: {', '.join(plugins)}",
+        f"- plugin: {', '.join(plugins)}"
+        + (" (the plugin is installed editable and changed while these runs went on: each "
+           "run used the code of its moment; the revisions are those seen when the results "
+           "were saved)" if len(plugins) > 1 else ""),
         f"- suites: {', '.join(d['suite'] + ' ' + d['version'] for d in datas)}",
         f"- **killed mutants: {total_killed}; stale results: {total_stale}**",
         "",
@@ -1378,6 +1385,8 @@ def render(datas: list[dict]) -> str:
         if b["failed"]:
             out.append(f"Tests already failing without a mutant (ignored for *killed*): "
                        f"{len(b['failed'])}.")
+        if d.get("note"):
+            out.append(d["note"])
         if d.get("warm_note"):
             out.append(f"Note: {d['warm_note']}.")
         kinds = Counter(r["mutant"]["kind"] for r in ms)

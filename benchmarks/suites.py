@@ -6,6 +6,7 @@ Stdlib only.  Shared by ``benchmarks/bench.py`` (speed) and
     SUITES: dict[str, Suite]         # pinned suites, by short name
     DEFAULT_SUITES: list[str]
     resolve_python(spec) -> str      # "python3.12" -> an interpreter path
+    suite_dir(suite, interp, slot="") -> Path   # where prepare() puts a suite
     prepare(suite, python="python3", *, plugin=True, slot="") -> SuiteEnv
     env.python        venv interpreter (Path)
     env.src_root      extracted sdist = pytest rootdir and cwd (Path)
@@ -308,6 +309,11 @@ def _venv_pip(venv_python: Path, *args: str) -> None:
          "--disable-pip-version-check", *args])
 
 
+def suite_dir(suite: Suite, interp: str, slot: str = "") -> Path:
+    """``benchmarks/.work/<python-tag>/<suite>[@<slot>]`` for a resolved interpreter."""
+    return WORK_DIR / python_tag(interp) / (f"{suite.name}@{slot}" if slot else suite.name)
+
+
 def prepare(suite: Suite | str, python: str = "python3", *, plugin: bool = True,
             slot: str = "") -> SuiteEnv:
     """Download, extract and install ``suite`` into its own venv; idempotent.
@@ -321,7 +327,7 @@ def prepare(suite: Suite | str, python: str = "python3", *, plugin: bool = True,
     """
     suite = SUITES[suite] if isinstance(suite, str) else suite
     interp = resolve_python(python)
-    base = WORK_DIR / python_tag(interp) / (f"{suite.name}@{slot}" if slot else suite.name)
+    base = suite_dir(suite, interp, slot)
     sdist_dir, src_parent, venv = base / "sdist", base / "src", base / "venv"
     base.mkdir(parents=True, exist_ok=True)
     _lock(base)
