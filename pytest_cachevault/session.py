@@ -145,15 +145,15 @@ class VaultSession:
         return group
 
     def _import_state_name(self) -> str:
-        outside = self.tracer.outside()
         blind = self.tracer.blind_spots()
         signature = (
-            len(outside.function_files),
+            self.tracer.outside_size(),
             self.deps.loaded_library(),
             self.deps.filled_caches(),
             blind,
         )
         if self._import_state[0] != signature or self._import_state[1] is None:
+            outside = self.tracer.outside()
             group = self.deps.import_state(outside, self.preloaded | self.deps.relpaths(blind))
             self._import_state = (signature, self.store.put_object(group))
         return self._import_state[1]  # type: ignore[return-value]

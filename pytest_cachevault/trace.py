@@ -72,6 +72,9 @@ class Tracer(Protocol):
     def outside(self) -> Executed:
         """What ran outside every window so far (imports, collection)."""
 
+    def outside_size(self) -> tuple[int, int]:
+        """The sizes of what :meth:`outside` would return: cheap, to see whether it grew."""
+
     def blind_spots(self) -> frozenset[str]:
         """In-tree modules loaded now whose execution this tracer cannot see."""
 
@@ -160,6 +163,13 @@ class _Windows:
         if len(self._stack) == 1:
             self._harvest()
         return self._stack[0].freeze()
+
+    def outside_size(self) -> tuple[int, int]:
+        """How much :meth:`outside` holds, without copying it (it is asked per test)."""
+        if len(self._stack) == 1:
+            self._harvest()
+        root = self._stack[0]
+        return len(root.function_files), len(root.read)
 
 
 class MonitoringTracer(_Windows):
