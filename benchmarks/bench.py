@@ -304,9 +304,7 @@ def render(benches: list[Bench], meta: dict, args: argparse.Namespace) -> str:
         "# Speed benchmarks",
         "",
         f"Measured {meta['start']} to {meta['end']} with `python3 benchmarks/bench.py {' '.join(args.argv)}`".rstrip()
-        + f" ({args.runs} run(s) per variant, medians; completed: "
-        + f"{min((len(b.of(v.name)) for b in benches for v in selected_variants(args)), default=0)}"
-        + f" full repetition(s)).",
+        + f" ({args.runs} run(s) per variant, medians).",
         "",
         f"- machine: {info['nproc']} cores ({info['cpu']}), {info['memory']}, {info['os']}; "
         f"load average {load[0]} at start, {load[1]} at end",
@@ -383,6 +381,13 @@ def render(benches: list[Bench], meta: dict, args: argparse.Namespace) -> str:
             out.append(f"| {b.env.suite.name} | {name} "
                        f"| {' / '.join(f'{r.seconds:.2f}' for r in runs)} "
                        f"| {fmt_counts(runs[0].counts)}{varies}{bad} | {runs[0].vault or ''} |")
+    done = min((len(b.of(v.name)) for b in benches for v in selected_variants(args)),
+               default=0)
+    if done < args.runs:
+        out[4:4] = [f"**Incomplete: stopped before every variant had {args.runs} runs; "
+                    "a missing figure is shown as —, and medians are of the runs made "
+                    "(see \"seconds per rep\").**", ""]
+    out[4:4] = [line for n in meta.get("notes", []) for line in (f"Note: {n}", "")]
     notes = [f"- {b.env.suite.name}: {p}" for b in benches for p in b.problems()]
     out += ["", "## Checks", ""] + (notes or ["- all runs finished; vault and plain runs "
                                               "reported the same outcome counts."])
@@ -429,6 +434,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--output", type=Path, default=DOC,
                    help=f"markdown file to write (default {DOC.relative_to(suites.REPO_ROOT)})")
     p.add_argument("--no-write", action="store_true", help="print the report only")
+    p.add_argument("--note", action="append", default=[],
+                   help="a remark printed at the top of the report (repeatable)")
     p.add_argument("--rerender", action="store_true",
                    help="run nothing: re-render the report of the last benchmark "
                         f"from {META.relative_to(suites.REPO_ROOT)} and its runs.json files")
@@ -486,10 +493,14 @@ def main(argv: list[str] | None = None) -> int:
     if args.rerender:
         meta = json.loads(META.read_text())
         run_args = parse_args(meta["argv"])
-        run_args.output, run_args.no_write = args.output, args.no_write
+        run_args.output, run_args.no_write, run_args.rerender = args.output, args.no_write, True
+        if args.note:
+            meta["notes"] = meta.get("notes", []) + args.note
+            META.write_text(json.dumps(meta, indent=1))
         args = run_args
     else:
         meta = {"argv": argv, "python": suites.resolve_python(args.python), "start": now(),
+                "notes": args.note,
                 "load_start": " ".join(f"{x:.2f}" for x in os.getloadavg())}
         meta["info"] = machine_info(meta["python"])
     benches = []

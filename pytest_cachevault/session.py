@@ -64,6 +64,10 @@ class VaultSession:
         self.fixture_files: dict[object, set[str]] = {}
         #: Files whose functions ran while a test module was collected (parametrize values...).
         self.module_files: dict[str, set[str]] = {}
+        #: Library files whose functions ran in a test that imported a library module:
+        #: what ran may have been that import computing module state (``TABLE =
+        #: build()``), which every later test sees. Shared by every later record.
+        self.late_import_files: set[str] = set()
         self._objects: dict[str, object] = {}
         self._import_state: tuple[tuple, str | None] = ((), None)
         self.environment = fingerprint.environment(config, vault, hasher)
@@ -148,13 +152,15 @@ class VaultSession:
         blind = self.tracer.blind_spots()
         signature = (
             self.tracer.outside_size(),
+            len(self.late_import_files),
             self.deps.loaded_library(),
             self.deps.filled_caches(),
             blind,
         )
         if self._import_state[0] != signature or self._import_state[1] is None:
             outside = self.tracer.outside()
-            group = self.deps.import_state(outside, self.preloaded | self.deps.relpaths(blind))
+            whole = self.preloaded | self.deps.relpaths(blind) | self.late_import_files
+            group = self.deps.import_state(outside, whole)
             self._import_state = (signature, self.store.put_object(group))
         return self._import_state[1]  # type: ignore[return-value]
 
@@ -171,6 +177,9 @@ class VaultSession:
         own = self._own_inputs(item, executed)
         if own is None:
             return
+        if any(self.deps.is_library(r) for r in self.deps.relpaths(executed.imported)):
+            ran = self.deps.relpaths(executed.function_files)
+            self.late_import_files |= {r for r in ran if self.deps.is_library(r)}
         if executed.spawned:
             outcome = UNCACHEABLE
         elif any(report.failed for report in reports):

@@ -45,6 +45,8 @@ class Executed(NamedTuple):
     function_files: frozenset[str]
     read: frozenset[str] = frozenset()
     spawned: str | None = None
+    #: Files whose module body ran: modules imported during the window.
+    imported: frozenset[str] = frozenset()
 
 
 #: Audit events by which a test starts another process, whose code no tracer here sees.
@@ -86,23 +88,29 @@ def make_tracer(root: Path, excluded_prefixes: tuple[str, ...]) -> Tracer:
 
 
 class _Window:
-    __slots__ = ("files", "function_files", "read", "spawned")
+    __slots__ = ("files", "function_files", "read", "spawned", "imported")
 
     def __init__(self) -> None:
         self.files: set[str] = set()
         self.function_files: set[str] = set()
         self.read: set[str] = set()
         self.spawned: str | None = None
+        self.imported: set[str] = set()
 
     def merge(self, other: _Window) -> None:
         self.files |= other.files
         self.function_files |= other.function_files
         self.read |= other.read
+        self.imported |= other.imported
         self.spawned = self.spawned or other.spawned
 
     def freeze(self) -> Executed:
         return Executed(
-            frozenset(self.files), frozenset(self.function_files), frozenset(self.read), self.spawned
+            frozenset(self.files),
+            frozenset(self.function_files),
+            frozenset(self.read),
+            self.spawned,
+            frozenset(self.imported),
         )
 
 
@@ -198,6 +206,8 @@ class MonitoringTracer(_Windows):
             window.files.add(name)
             if code.co_flags & optimized and code.co_name[0] != "<":
                 window.function_files.add(name)
+            elif code.co_name == "<module>":
+                window.imported.add(name)
             return disable
 
         events = mon.events
@@ -292,8 +302,7 @@ class MarkingTracer(_Windows):
         for index in (i for i, flag in enumerate(marks) if flag):
             name = self._files[index >> 1]
             window.files.add(name)
-            if index & 1:
-                window.function_files.add(name)
+            (window.function_files if index & 1 else window.imported).add(name)
         marks[:] = bytes(len(marks))
 
     def blind_spots(self) -> frozenset[str]:

@@ -538,3 +538,41 @@ def test_configured_lockfile_change_reruns_everything(basic_project, run_vault):
     result = run_vault()
     result.assert_outcomes(passed=3)
     assert vault_counts(result) == (0, 3)
+
+
+def test_module_first_imported_inside_an_earlier_test(pytester, run_vault):
+    """``TABLE = _build()`` runs when the first test imports the module; a later test
+    only reads ``TABLE``, yet it depends on ``_build``'s body."""
+    write_files(
+        pytester.path,
+        {
+            "lib/__init__.py": "",
+            "lib/table.py": """
+                def _build():
+                    return {"a": 1, "b": 2}
+
+
+                TABLE = _build()
+            """,
+            "lib/api.py": """
+                def lookup(key):
+                    from lib.table import TABLE
+
+                    return TABLE[key]
+            """,
+            "test_lookup.py": """
+                from lib.api import lookup
+
+
+                def test_first():
+                    assert lookup("a") == 1
+
+
+                def test_second():
+                    assert lookup("b") == 2
+            """,
+        },
+    )
+    run_vault.record_and_replay(passed=2)
+    edit(pytester.path / "lib/table.py", '"b": 2', '"b": 3')
+    run_vault().assert_outcomes(passed=1, failed=1)
