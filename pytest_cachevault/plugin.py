@@ -103,7 +103,11 @@ def _start_tracer(config: pytest.Config) -> None:
     """Trace from before the conftests are imported, so import-time code is seen."""
     try:
         tracer = make_tracer(config.rootpath, _excluded_prefixes(str(config.rootpath)))
-        preloaded = {m.__file__ for m in list(sys.modules.values()) if isinstance(getattr(m, "__file__", None), str)}
+        preloaded = {
+            m.__file__
+            for m in list(sys.modules.values())
+            if isinstance(getattr(m, "__file__", None), str)
+        }
         tracer.start()
     except TracerUnavailable as exc:
         config.stash[_tracer_key] = str(exc)

@@ -116,7 +116,9 @@ class VaultSession:
                 continue
             self.store.touch(candidate)
             stored_warnings = payload.get("warnings")
-            return Verdict(reports, replay.CACHED, warnings=stored_warnings if isinstance(stored_warnings, list) else [])
+            if not isinstance(stored_warnings, list):
+                stored_warnings = []
+            return Verdict(reports, replay.CACHED, warnings=stored_warnings)
         if first_change is None:
             return Verdict(None, NEW)
         return Verdict(None, CHANGED, first_change)
