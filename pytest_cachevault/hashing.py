@@ -9,7 +9,9 @@ Two digests per file:
   changes it. Tests that merely import a module depend on this digest only.
 
 Digests are remembered by ``(size, mtime_ns, ctime_ns, inode)`` so unchanged files
-are not re-read, within a run and (through :meth:`Hasher.export`) across runs. An
+are not re-read, within a run and (through :meth:`Hasher.export`) across runs. While
+no test code runs (between two replayed tests) files cannot change, so a file is
+stat'ed once per such stretch, not once per test that depends on it. An
 entry whose mtime is within :data:`RACY_SECONDS` of the moment it was remembered is
 not carried over: a file written in the same instant could change again without its
 mtime moving (the rule ccache and ``go`` follow).
@@ -77,17 +79,32 @@ class Hasher:
         self.root = root
         # relpath -> [size, mtime_ns, ctime_ns, inode, {kind: digest}]
         self._entries: dict[str, list] = {}
+        #: Files stat'ed since code last ran (see :meth:`code_ran`).
+        self._confirmed: set[str] = set()
         if isinstance(remembered, dict):
             for relpath, entry in remembered.items():
                 if _valid_entry(entry):
                     self._entries[relpath] = [*entry[:4], dict(entry[4])]
 
+    def code_ran(self) -> None:
+        """Code ran that may have changed files: stat them again before trusting a digest."""
+        self._confirmed.clear()
+
     def digest(self, relpath: str, kind: Kind) -> str | None:
+        if relpath in self._confirmed:
+            entry = self._entries.get(relpath)
+            if entry is None:
+                return None
+            if kind in entry[4]:
+                return entry[4][kind]
         path = os.path.join(self.root, relpath)
         try:
             st = os.stat(path)
         except OSError:
+            self._entries.pop(relpath, None)
+            self._confirmed.add(relpath)
             return None
+        self._confirmed.add(relpath)
         key = _stat_key(st)
         entry = self._entries.get(relpath)
         if entry is None or tuple(entry[:4]) != key:

@@ -232,6 +232,10 @@ class VaultPlugin:
         deps.baseline = deps.loaded_library()
         deps.external_baseline = deps.external()
 
+    @pytest.hookimpl(tryfirst=True)
+    def pytest_runtestloop(self) -> None:
+        self.session.hasher.code_ran()  # collection hooks ran: stat files afresh
+
     # -- fixtures above function scope: what their setup ran is every user's input ------
     @pytest.hookimpl(wrapper=True)
     def pytest_fixture_setup(self, fixturedef: pytest.FixtureDef):
@@ -244,6 +248,7 @@ class VaultPlugin:
             executed = self.tracer.pop()
             files = self.session.deps.relpaths(executed.files | executed.read)
             self.session.fixture_files.setdefault(fixturedef, set()).update(files)
+            self.session.fixture_written.setdefault(fixturedef, set()).update(executed.written)
 
     # -- the run protocol ---------------------------------------------------------------
     def _decide(self, item: pytest.Item) -> Verdict:
@@ -281,6 +286,7 @@ class VaultPlugin:
             return (yield)
         finally:
             executed = self.tracer.pop(merge=False)
+            self.session.hasher.code_ran()
             if item.get_closest_marker(MARKER) is None:
                 self._guard(
                     f"recording {item.nodeid}",

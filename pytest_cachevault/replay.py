@@ -2,9 +2,11 @@
 
 Reports go through ``pytest_report_to_serializable`` / ``pytest_report_from_serializable``
 (the path pytest-xdist uses), minus the fields that describe one run rather than the
-test (xdist's worker and run ids). The rootdir is replaced by a token in every string
-so that a record replays from another checkout with that checkout's paths. JSON has
-no tuples; the fields pytest expects as tuples are made tuples again.
+test (xdist's worker and run ids). They are kept as one JSON text, in which the rootdir
+is replaced by a token, so that a record replays from another checkout with that
+checkout's paths: a hit parses its reports once, after one text substitution, and a
+lookup that misses never parses them. JSON has no tuples; the fields pytest expects as
+tuples are made tuples again.
 """
 
 from __future__ import annotations
@@ -27,24 +29,28 @@ class BadRecord(Exception):
     """Stored reports that pytest cannot turn back into reports."""
 
 
-def _replace(value: Any, old: str, new: str) -> Any:
-    """``value`` as JSON values, with ``old`` replaced by ``new`` in every string.
+def _to_text(value: Any, root: str) -> str:
+    """``value`` as JSON text with ``root`` replaced by the token in every string.
 
-    Done on the JSON text, in one pass: a report holds hundreds of strings. Objects
-    JSON lacks (a subtest's ``range`` argument) become their ``repr``, which is all a
-    replayed report ever shows of them."""
+    Objects JSON lacks (a subtest's ``range`` argument) become their ``repr``, which is
+    all a replayed report ever shows of them."""
     text = json.dumps(value, default=repr)
-    escaped_old, escaped_new = json.dumps(old)[1:-1], json.dumps(new)[1:-1]
-    if escaped_old in text:
-        text = text.replace(escaped_old, escaped_new)
-    return json.loads(text)
+    return text.replace(json.dumps(root)[1:-1], _ROOT_TOKEN)
 
 
-def to_stored(config: pytest.Config, report: pytest.TestReport) -> dict:
-    data = config.hook.pytest_report_to_serializable(config=config, report=report)
-    for field in _RUN_FIELDS:
-        data.pop(field, None)
-    return _replace(data, str(config.rootpath), _ROOT_TOKEN)
+def _from_text(text: str, root: str) -> Any:
+    return json.loads(text.replace(_ROOT_TOKEN, json.dumps(root)[1:-1]))
+
+
+def to_stored(config: pytest.Config, reports: list[pytest.TestReport]) -> str:
+    """The reports of one test as the JSON text a record keeps."""
+    stored = []
+    for report in reports:
+        data = config.hook.pytest_report_to_serializable(config=config, report=report)
+        for field in _RUN_FIELDS:
+            data.pop(field, None)
+        stored.append(data)
+    return _to_text(stored, str(config.rootpath))
 
 
 def _tuples(report: pytest.TestReport) -> None:
@@ -55,11 +61,13 @@ def _tuples(report: pytest.TestReport) -> None:
     report.user_properties = [tuple(prop) for prop in report.user_properties]
 
 
-def from_stored(config: pytest.Config, stored: list) -> list[pytest.TestReport]:
-    """Rebuild reports from a record, marked as cached; :class:`BadRecord` if impossible."""
+def from_stored(config: pytest.Config, stored: object) -> list[pytest.TestReport]:
+    """Rebuild reports from a record's text, marked as cached; :class:`BadRecord` if impossible."""
+    if not isinstance(stored, str):
+        raise BadRecord("reports are not JSON text")
     reports = []
     try:
-        for data in _replace(stored, _ROOT_TOKEN, str(config.rootpath)):
+        for data in _from_text(stored, str(config.rootpath)):
             report = config.hook.pytest_report_from_serializable(config=config, data=data)
             if not isinstance(report, pytest.TestReport):
                 raise BadRecord("not a test report")
@@ -73,7 +81,7 @@ def from_stored(config: pytest.Config, stored: list) -> list[pytest.TestReport]:
     return reports
 
 
-def warning_to_stored(config: pytest.Config, message: warnings.WarningMessage) -> dict:
+def warning_to_stored(config: pytest.Config, message: warnings.WarningMessage) -> str:
     stored = {
         "category": message.category.__name__,
         "module": message.category.__module__,
@@ -81,7 +89,7 @@ def warning_to_stored(config: pytest.Config, message: warnings.WarningMessage) -
         "filename": str(message.filename),
         "lineno": message.lineno,
     }
-    return _replace(stored, str(config.rootpath), _ROOT_TOKEN)
+    return _to_text(stored, str(config.rootpath))
 
 
 def _warning_category(name: object, module: object) -> type[Warning]:
@@ -102,9 +110,12 @@ def emit(item: pytest.Item, reports: list[pytest.TestReport], stored_warnings: l
     ihook = item.ihook
     ihook.pytest_runtest_logstart(nodeid=item.nodeid, location=item.location)
     root = str(item.config.rootpath)
-    for stored in stored_warnings:
+    for text in stored_warnings:
+        try:
+            stored = _from_text(text, root) if isinstance(text, str) else None
+        except ValueError:
+            continue
         if isinstance(stored, dict):
-            stored = _replace(stored, _ROOT_TOKEN, root)
             warnings.warn_explicit(
                 str(stored.get("message")),
                 _warning_category(stored.get("category"), stored.get("module")),

@@ -62,6 +62,8 @@ class VaultSession:
         self.problems: list[str] = []
         #: What each higher-scoped fixture executed while being set up, for every test using it.
         self.fixture_files: dict[object, set[str]] = {}
+        #: Files each higher-scoped fixture wrote: its output, read by the tests using it.
+        self.fixture_written: dict[object, set[str]] = {}
         #: Files whose functions ran while a test module was collected (parametrize values...).
         self.module_files: dict[str, set[str]] = {}
         #: Library files whose functions ran in a test that imported a library module:
@@ -129,13 +131,16 @@ class VaultSession:
         module = self.deps.relpath(str(item.path))
         if module is None:
             return None
-        files = self.deps.relpaths(executed.files | (executed.read - self.tracer.written))
+        read = set(executed.read)
+        files = self.deps.relpaths(executed.files)
         files.add(module)
         files |= self.module_files.get(module, set())
         fixtureinfo = getattr(item, "_fixtureinfo", None)
         for fixturedefs in getattr(fixtureinfo, "name2fixturedefs", {}).values():
             for fixturedef in fixturedefs:
                 files |= self.fixture_files.get(fixturedef, set())
+                read -= self.fixture_written.get(fixturedef, set())
+        files |= self.deps.relpaths(read)
         group = empty_group()
         group["file"] = self.deps.files(files)
         directory = item.path.parent
@@ -196,7 +201,7 @@ class VaultSession:
             "why": f"started another process ({executed.spawned})" if executed.spawned else "",
             "duration": sum(report.duration for report in reports),
             "created": int(time.time()),
-            "reports": [] if failed else [replay.to_stored(self.config, r) for r in reports],
+            "reports": "[]" if failed else replay.to_stored(self.config, reports),
             "warnings": [replay.warning_to_stored(self.config, w) for w in caught],
         }
         try:

@@ -50,7 +50,7 @@ class StoreError(Exception):
 class Candidate:
     """One stored result for a key, as found on disk."""
 
-    path: Path
+    path: str
     payload: dict
 
 
@@ -68,6 +68,7 @@ class Store:
         self.directory = directory
         self.base = directory / LAYOUT
         self.records = self.base / "records"
+        self._records_str = str(self.records)
         self.objects = self.base / "objects"
         self.tmp = self.base / "tmp"
         #: Files found unreadable or tampered with during this run (reported once).
@@ -90,29 +91,37 @@ class Store:
         return self.records / key[:2] / key
 
     def candidates(self, key: str) -> Iterator[Candidate]:
-        """Stored results for ``key``, most recently used first; bad files are skipped."""
+        """Stored results for ``key``, most recently used first; bad files are skipped.
+
+        Called once per test on every run: plain ``os`` calls on strings, and no
+        ordering ``stat`` when there is one candidate (the common case)."""
         try:
-            entries = list(os.scandir(self._key_dir(key)))
+            entries = list(os.scandir(os.path.join(self._records_str, key[:2], key)))
         except OSError:
             return
-        stamped = []
-        for entry in entries:
-            try:
-                stamped.append((entry.stat().st_mtime_ns, entry.path))
-            except OSError:
-                continue
-        for _, path in sorted(stamped, reverse=True)[:MAX_CANDIDATES]:
-            payload = self._read_record(Path(path))
+        if len(entries) == 1:
+            paths = [entries[0].path]
+        else:
+            stamped = []
+            for entry in entries:
+                try:
+                    stamped.append((entry.stat().st_mtime_ns, entry.path))
+                except OSError:
+                    continue
+            paths = [path for _, path in sorted(stamped, reverse=True)]
+        for path in paths[:MAX_CANDIDATES]:
+            payload = self._read_record(path)
             if payload is not None:
-                yield Candidate(Path(path), payload)
+                yield Candidate(path, payload)
 
-    def _read_record(self, path: Path) -> dict | None:
+    def _read_record(self, path: str | Path) -> dict | None:
         """The payload of a record file, checked against its checksum before parsing.
 
         The file is ``{"schema":N,"checksum":"…","payload":BODY}`` with BODY the exact
         bytes the checksum was taken of, so checking needs no re-serialization."""
         try:
-            data = path.read_bytes()
+            with open(path, "rb") as f:
+                data = f.read()
         except FileNotFoundError:
             return None  # collected by gc meanwhile
         except OSError:
@@ -241,7 +250,8 @@ class Store:
                 pass
 
     # -- low level ----------------------------------------------------------------
-    def _problem(self, path: Path, what: str) -> None:
+    def _problem(self, path: str | Path, what: str) -> None:
+        path = Path(path)
         self.problems.append(f"{what}: {path.relative_to(self.directory).as_posix()}")
         _unlink(path)
 

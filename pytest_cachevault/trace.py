@@ -47,6 +47,9 @@ class Executed(NamedTuple):
     spawned: str | None = None
     #: Files whose module body ran: modules imported during the window.
     imported: frozenset[str] = frozenset()
+    #: Files opened for writing. A file read after its window wrote it is output, not
+    #: input, and is not in :attr:`read`.
+    written: frozenset[str] = frozenset()
 
 
 #: Audit events by which a test starts another process, whose code no tracer here sees.
@@ -88,7 +91,7 @@ def make_tracer(root: Path, excluded_prefixes: tuple[str, ...]) -> Tracer:
 
 
 class _Window:
-    __slots__ = ("files", "function_files", "read", "spawned", "imported")
+    __slots__ = ("files", "function_files", "read", "spawned", "imported", "written")
 
     def __init__(self) -> None:
         self.files: set[str] = set()
@@ -96,12 +99,14 @@ class _Window:
         self.read: set[str] = set()
         self.spawned: str | None = None
         self.imported: set[str] = set()
+        self.written: set[str] = set()
 
     def merge(self, other: _Window) -> None:
         self.files |= other.files
         self.function_files |= other.function_files
         self.read |= other.read
         self.imported |= other.imported
+        self.written |= other.written
         self.spawned = self.spawned or other.spawned
 
     def freeze(self) -> Executed:
@@ -111,6 +116,7 @@ class _Window:
             frozenset(self.read),
             self.spawned,
             frozenset(self.imported),
+            frozenset(self.written),
         )
 
 
@@ -120,14 +126,13 @@ class _Windows:
     Files read and processes started are seen by one audit hook (``sys.addaudithook``:
     the ``open`` event covers ``open()``, ``Path.read_text`` and ``io.open``, and fires
     from threads too). Audit hooks cannot be removed, so it stays installed and idle
-    once the tracer stops. Files opened for writing are reported as :attr:`written`:
-    what a test writes is output, not input.
+    once the tracer stops. Files opened for writing are reported per window: a file
+    a window wrote and then read is its own output, not an input.
     """
 
     def __init__(self) -> None:
         self._stack: list[_Window] = [_Window()]
         self._auditing = False
-        self.written: set[str] = set()
 
     def _harvest(self) -> None:
         """Move what the backend gathered since the last call into the innermost window."""
@@ -144,7 +149,11 @@ class _Windows:
                 return  # imports and tracebacks read sources; executed code is traced
             path = os.path.abspath(path)
             writes = (mode and any(c in mode for c in "wax+")) or (not mode and flags & _WRITE_FLAGS)
-            (self.written if writes else self._stack[-1].read).add(path)
+            window = self._stack[-1]
+            if writes:
+                window.written.add(path)
+            elif path not in window.written:
+                window.read.add(path)
         elif event in SPAWN_EVENTS:
             window = self._stack[-1]
             window.spawned = window.spawned or event

@@ -409,6 +409,46 @@ def test_data_file_read_by_the_test(pytester, run_vault):
     run_vault().assert_outcomes(failed=1)
 
 
+def test_data_file_changed_by_a_test_earlier_in_the_same_run(pytester, run_vault):
+    """Files are stat'ed once between replays; a test that ran live may have written one,
+    so a later lookup must look again (a replayed test before it already looked)."""
+    write_files(
+        pytester.path,
+        {
+            "data.txt": "good",
+            "test_a_reads.py": """
+                from pathlib import Path
+
+
+                def test_first_reader():
+                    assert Path("data.txt").read_text() in ("good", "bad")
+            """,
+            "test_b_writes.py": """
+                import os
+                from pathlib import Path
+
+                import pytest
+
+
+                @pytest.mark.vault_bypass
+                def test_writer():
+                    Path("data.txt").write_text(os.environ.get("DATA", "good"))
+            """,
+            "test_c_reads.py": """
+                from pathlib import Path
+
+
+                def test_second_reader():
+                    assert Path("data.txt").read_text() == "good"
+            """,
+        },
+    )
+    run_vault().assert_outcomes(passed=3)
+    second = run_vault("-v", env={"DATA": "bad"})
+    second.assert_outcomes(passed=2, failed=1)
+    assert verbose_statuses(second)["test_a_reads.py::test_first_reader"] == "PASSED (cached)"
+
+
 def test_project_code_run_in_a_subprocess(pytester, run_vault):
     """A CLI test runs ``cli.py`` in a child interpreter, where this run's tracer cannot
     look: such a test is not stored, so it runs every time."""

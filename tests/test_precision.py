@@ -92,3 +92,36 @@ def test_new_test_leaves_other_test_files_cached(pytester, run_vault):
     assert {"test_beta.py::test_beta_one", "test_beta.py::test_beta_two"} <= replayed(result)
     assert "test_alpha.py::test_alpha_new" in executed(result)
     assert vault_reasons(result).get("new") == 1
+
+
+def test_file_a_module_fixture_writes_is_not_an_input_of_its_users(pytester, run_vault):
+    """A fixture that writes a scratch file in the tree and removes it afterwards: the
+    file is the fixture's output. Were it an input, its absence between runs would make
+    every user of the fixture miss forever."""
+    write_files(
+        pytester.path,
+        {
+            "test_scratch.py": """
+                from pathlib import Path
+
+                import pytest
+
+
+                @pytest.fixture(scope="module")
+                def scratch():
+                    path = Path("scratch.txt")
+                    path.write_text("42")
+                    yield path
+                    path.unlink()
+
+
+                def test_first(scratch):
+                    assert scratch.read_text() == "42"
+
+
+                def test_second(scratch):
+                    assert int(scratch.read_text()) == 42
+            """,
+        },
+    )
+    run_vault.record_and_replay(passed=2)

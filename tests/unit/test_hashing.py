@@ -59,9 +59,26 @@ def test_hasher_follows_edits_and_absence(tmp_path):
     first = hasher.digest("a.py", "file")
     code = hasher.digest("a.py", "code")
     (tmp_path / "a.py").write_bytes(edited(b"LIMIT * 2", b"LIMIT * 4"))
+    hasher.code_ran()
     assert hasher.digest("a.py", "file") != first
     assert hasher.digest("a.py", "code") == code
     assert hasher.digest("missing.py", "file") is None
+
+
+def test_hasher_stats_a_file_once_until_code_runs(tmp_path):
+    """Between replays no code runs, so one stat per file is enough; after code ran, not."""
+    path = tmp_path / "a.py"
+    path.write_bytes(MODULE)
+    hasher = Hasher(tmp_path)
+    first = hasher.digest("a.py", "file")
+    path.write_bytes(MODULE + b"\n# edited\n")
+    assert hasher.digest("a.py", "file") == first
+    hasher.code_ran()
+    assert hasher.digest("a.py", "file") != first
+    path.unlink()
+    assert hasher.digest("a.py", "file") is not None
+    hasher.code_ran()
+    assert hasher.digest("a.py", "file") is None
 
 
 def test_remembered_digests_are_reused_only_for_the_same_stat(tmp_path, monkeypatch):
