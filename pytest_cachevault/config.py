@@ -38,6 +38,10 @@ DEFAULT_ENV = (
     "PYTHONSAFEPATH",
 )
 
+#: What ini ``vault_allow`` may name: kinds of test that are stored although tracing
+#: cannot see everything they depend on.
+ALLOWABLE = ("subprocess", "network")
+
 DEFAULT_MAX_SIZE = "2G"
 DEFAULT_MAX_AGE = "30d"
 
@@ -57,6 +61,7 @@ class VaultConfig:
     max_age: float
     env_patterns: tuple[str, ...]
     lockfile_globs: tuple[str, ...]
+    allow: frozenset[str] = frozenset()
 
 
 def parse_size(text: str, option: str) -> int:
@@ -173,6 +178,12 @@ def load(config: pytest.Config) -> VaultConfig:
     )
     env_patterns = tuple(dict.fromkeys([*DEFAULT_ENV, *config.getini("vault_env")]))
     lockfiles = tuple(config.getini("vault_lockfiles")) or DEFAULT_LOCKFILE_GLOBS
+    allow = frozenset(config.getini("vault_allow"))
+    unknown = sorted(allow.difference(ALLOWABLE))
+    if unknown:
+        raise pytest.UsageError(
+            f"ini vault_allow: unknown value {unknown[0]!r}; allowed: {', '.join(ALLOWABLE)}."
+        )
     return VaultConfig(
         enabled=enabled,
         directory=directory,
@@ -182,4 +193,5 @@ def load(config: pytest.Config) -> VaultConfig:
         max_age=max_age,
         env_patterns=env_patterns,
         lockfile_globs=lockfiles,
+        allow=allow,
     )

@@ -126,7 +126,7 @@ def _ini(config: pytest.Config) -> dict:
     root = str(config.rootpath)
     values = {}
     for name in sorted(config._parser._inidict):
-        if name.startswith("vault"):
+        if name.startswith("vault") or name == "markers":  # plugins add markers as they load
             continue
         try:
             values[name] = _relativize(config.getini(name), root)
@@ -165,3 +165,30 @@ def environment_digest(components: dict[str, object]) -> str:
 def key_of(environment_id: str, nodeid: str) -> str:
     """The store key of one test: its node id under one environment."""
     return digest_bytes(f"{FORMAT}\0{environment_id}\0{nodeid}".encode())
+
+
+def describe_change(old: object, new: dict[str, object]) -> str | None:
+    """What differs between two environments, in a few words (None if nothing does).
+
+    ``old`` comes from pytest's cache (last run in this checkout): any shape."""
+    if not isinstance(old, dict) or old == new:
+        return None if old == new else "no earlier run recorded here"
+    changes = []
+    for part, value in new.items():
+        before = old.get(part)
+        if before == value:
+            continue
+        if part == "python" and isinstance(before, str) and isinstance(value, str):
+            changes.append(f"python {_version(before)}→{_version(value)}")
+        elif isinstance(value, dict) and isinstance(before, dict):
+            names = sorted(k for k in value.keys() | before.keys() if value.get(k) != before.get(k))
+            changes.append(f"{part}: {', '.join(names[:3])}{' …' if len(names) > 3 else ''}")
+        else:
+            changes.append(part)
+    return "; ".join(changes) or None
+
+
+def _version(python: str) -> str:
+    """``3.11.7`` from the ``python`` part (``cpython 3.11.7 (main, ...) ...``)."""
+    words = python.split()
+    return words[1] if len(words) > 1 else python

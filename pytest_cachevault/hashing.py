@@ -7,6 +7,8 @@ Two digests per file:
   body blanked (docstrings kept). Editing a function body leaves it unchanged;
   editing a constant, a class attribute, a decorator, a default or a registration
   changes it. Tests that merely import a module depend on this digest only.
+* ``listing`` — of a directory: its sorted entry names (``__pycache__`` left out), so
+  that a new data file re-runs the tests that listed the directory.
 
 Digests are remembered by ``(size, mtime_ns, ctime_ns, inode)`` so unchanged files
 are not re-read, within a run and (through :meth:`Hasher.export`) across runs. While
@@ -27,8 +29,8 @@ from typing import Literal
 
 import blake3
 
-Kind = Literal["file", "code"]
-KINDS: tuple[Kind, ...] = ("file", "code")
+Kind = Literal["file", "code", "listing"]
+KINDS: tuple[Kind, ...] = ("file", "code", "listing")
 DIGEST_CHARS = 32  # 128 bits, hex
 RACY_SECONDS = 2.0
 
@@ -111,7 +113,13 @@ class Hasher:
             entry = [*key, {}]
             self._entries[relpath] = entry
         digests: dict = entry[4]
-        if kind not in digests:
+        if kind == "listing" and kind not in digests:
+            try:
+                names = sorted(n for n in os.listdir(path) if n != "__pycache__")
+            except OSError:
+                return None
+            digests[kind] = digest_bytes("\0".join(names).encode())
+        elif kind not in digests:
             try:
                 with open(path, "rb") as f:
                     data = f.read()

@@ -2,7 +2,9 @@
 
 An *input group* is ``{"file": {relpath: digest}, "code": {relpath: digest}}``: whole
 file contents, and import-time code (see :mod:`hashing`); a ``None`` digest means the
-file must not exist. A test's inputs are
+file must not exist. Optional parts: ``listing`` (directories listed, by their entry
+names), ``env`` (environment variables read: name -> digest of the value, ``None`` for
+unset) and ``external`` (see :meth:`Dependencies.external`). A test's inputs are
 
 * its own group: the files it executed in setup, call and teardown, what its
   higher-scoped fixtures executed when they were set up, its module and conftests;
@@ -25,6 +27,7 @@ import sys
 from collections.abc import Iterable
 from pathlib import Path
 
+from . import audit
 from .hashing import Hasher, digest_bytes
 from .trace import Executed
 
@@ -35,11 +38,14 @@ def empty_group() -> Group:
     return {"file": {}, "code": {}}
 
 
+_PARTS = {"file", "code", "listing", "env", "external"}
+
+
 def is_group(value: object) -> bool:
     """Shape check for groups read back from the (untrusted) store."""
     return (
         isinstance(value, dict)
-        and {"file", "code"} <= set(value) <= {"file", "code", "external"}
+        and {"file", "code"} <= set(value) <= _PARTS
         and all(
             isinstance(part, dict)
             and all(isinstance(k, str) and (v is None or isinstance(v, str)) for k, v in part.items())
@@ -95,6 +101,29 @@ class Dependencies:
     def relpaths(self, filenames: Iterable[str]) -> set[str]:
         return {r for r in map(self.relpath, filenames) if r is not None}
 
+    def listings(self, directories: Iterable[str]) -> dict[str, str | None]:
+        """Digests of the in-tree directories among ``directories`` (the root is ``.``)."""
+        found = {}
+        for directory in directories:
+            normalized = os.path.normpath(directory)
+            if normalized == str(self.root):
+                relpath = "."
+            elif normalized.startswith(self._root_prefix) and not normalized.startswith(self._excluded):
+                relpath = normalized[len(self._root_prefix) :].replace(os.sep, "/")
+            else:
+                continue
+            if "__pycache__" not in relpath and os.path.isdir(normalized):
+                found[relpath] = self.hasher.digest(relpath, "listing")
+        return dict(sorted(found.items()))
+
+    def all_sources(self) -> set[str]:
+        """Every in-tree Python source: the inputs of a child process nobody traced."""
+        found = set()
+        for directory, subdirs, files in os.walk(self.root):
+            subdirs[:] = [d for d in subdirs if d != "__pycache__" and not d.startswith(".")]
+            found |= self.relpaths(os.path.join(directory, f) for f in files if f.endswith(".py"))
+        return found
+
     def is_library(self, relpath: str) -> bool:
         return relpath not in self.test_modules and not relpath.endswith("conftest.py")
 
@@ -125,6 +154,8 @@ class Dependencies:
             "file": self.files(whole),
             "code": {r: self.hasher.digest(r, "code") for r in sorted(loaded)},
             "external": dict(self.external()),
+            "listing": self.listings(outside.listed),
+            "env": env_group(outside.env),
         }
 
     def external(self) -> dict[str, str]:
@@ -178,13 +209,16 @@ class Dependencies:
 
     # -- checking groups ------------------------------------------------------------
     def changed(self, group: Group) -> str | None:
-        """The first input of ``group`` that differs from the tree now, or None."""
-        for kind in ("file", "code"):
-            for relpath, digest in group[kind].items():
-                if not _is_safe_relpath(relpath):
-                    return relpath
+        """What in ``group`` differs now (``changed: path``, ``env: NAME``), or None."""
+        for kind in ("file", "code", "listing"):
+            for relpath, digest in group.get(kind, {}).items():
+                if not (_is_safe_relpath(relpath) or relpath == "."):
+                    return f"changed: {relpath} (not a path under the rootdir)"
                 if self.hasher.digest(relpath, kind) != digest:  # type: ignore[arg-type]
-                    return relpath
+                    return f"changed: {relpath}" + ("/ (its entries)" if kind == "listing" else "")
+        for name, digest in group.get("env", {}).items():
+            if env_digest(name) != digest:
+                return "env: " + ("(every variable)" if name == audit.WHOLE_ENVIRONMENT else name)
         return None
 
     def changed_shared(self, name: str, group: Group) -> str | None:
@@ -198,11 +232,11 @@ class Dependencies:
             verdict = self.changed(group)
             if verdict is None:
                 missing = self.baseline - group["code"].keys()
-                verdict = min(missing) if missing else None
+                verdict = f"changed: {min(missing)} (now loaded)" if missing else None
             if verdict is None:
                 recorded = group.get("external", {})
                 if any(recorded.get(k) != v for k, v in self.external_baseline.items()):
-                    verdict = "(code outside the rootdir)"
+                    verdict = "changed: code outside the rootdir"
             self._verified[name] = verdict
         return self._verified[name]
 
@@ -212,3 +246,17 @@ _LRU_CACHE_WRAPPER = type(functools.lru_cache(lambda: None))
 
 def _cache_filled(cached) -> bool:
     return cached.cache_info().currsize > 0
+
+
+def env_digest(name: str, value: str | None = None, *, current: bool = True) -> str | None:
+    """Digest of a variable's value (values may be secrets: the store keeps digests).
+
+    With ``current`` the value is read now; else ``value`` is the one a test saw."""
+    if current:
+        value = audit.whole_environment() if name == audit.WHOLE_ENVIRONMENT else audit.get_env(name)
+    return None if value is None else digest_bytes(value.encode("utf-8", "surrogateescape"))
+
+
+def env_group(seen: dict[str, str | None]) -> dict[str, str | None]:
+    """The ``env`` part of a group from what a window saw."""
+    return {name: env_digest(name, value, current=False) for name, value in sorted(seen.items())}

@@ -16,8 +16,9 @@ from pathlib import Path
 import pytest
 
 from . import config as vault_config
-from . import gc, replay
+from . import explain, fingerprint, gc, replay
 from .hashing import Hasher
+from .inputs import Dependencies
 from .report import VaultReporter
 from .session import BYPASS, UNCACHEABLE, VaultSession, Verdict
 from .store import Store, StoreError
@@ -25,6 +26,8 @@ from .trace import Tracer, TracerUnavailable, make_tracer
 
 MARKER = "vault_bypass"
 STAT_CACHE_KEY = "cachevault/stat"
+ENVIRONMENT_CACHE_KEY = "cachevault/environment"
+EXPLAIN_ALL = "*"
 
 _tracer_key = pytest.StashKey["tuple[Tracer, set[str]] | str"]()
 _verdict_key = pytest.StashKey[Verdict]()
@@ -44,6 +47,15 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     group.addoption(
         "--vault-bypass", action="store_true", default=False,
         help="run every test for real and refresh its stored result.",
+    )
+    group.addoption(
+        "--vault-explain", nargs="?", const=EXPLAIN_ALL, default=None, metavar="NODEID",
+        help="say why each test ran instead of replaying; with =NODEID, list the inputs "
+        "recorded for that test.",
+    )
+    group.addoption(
+        "--vault-stats", action="store_true", default=False,
+        help="show the store's entries, size, oldest and newest use and recent hit rates, then exit.",
     )
     group.addoption(
         "--vault-gc", action="store_true", default=False,
@@ -69,6 +81,11 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         "vault_lockfiles", type="args", default=[],
         help="lockfiles (globs, relative to the rootdir) whose content enters every key; "
         "default: " + " ".join(vault_config.DEFAULT_LOCKFILE_GLOBS),
+    )
+    parser.addini(
+        "vault_allow", type="args", default=[],
+        help="store tests that start processes (subprocess) or reach other hosts (network) "
+        "anyway; a subprocess test then depends on every in-tree source file.",
     )
     parser.addini("vault_max_size", default="", help="size limit for --vault-gc.")
     parser.addini("vault_max_age", default="", help="age limit for --vault-gc.")
@@ -154,7 +171,10 @@ def pytest_configure(config: pytest.Config) -> None:
     vault = vault_config.load(config)
     if not vault.enabled or vault.gc or config.option.collectonly:
         return
-    reporter = VaultReporter()
+    explain_option = config.getoption("vault_explain")
+    reporter = VaultReporter(explain_all=explain_option == EXPLAIN_ALL)
+    if explain_option not in (None, EXPLAIN_ALL):
+        reporter.describe = lambda: _describe(config, vault, explain_option)
     config.pluginmanager.register(reporter, "cachevault-reporter")
     if _is_controller(config.option):
         return
@@ -176,9 +196,19 @@ def pytest_configure(config: pytest.Config) -> None:
     hasher = Hasher(config.rootpath, cache.get(STAT_CACHE_KEY, None) if cache else None)
     root = str(config.rootpath)
     excluded = _excluded_prefixes(root) + _tool_directories(config, vault.directory)
-    session = VaultSession(config, vault, store, tracer, hasher, excluded, preloaded)
+    previous = cache.get(ENVIRONMENT_CACHE_KEY, None) if cache else None
+    session = VaultSession(config, vault, store, tracer, hasher, excluded, preloaded, previous)
     config.pluginmanager.register(VaultPlugin(session, reporter), "cachevault-session")
     config.pluginmanager.register(Replayer(), "cachevault-replayer")
+
+
+def _describe(config: pytest.Config, vault: vault_config.VaultConfig, nodeid: str) -> list[str]:
+    """``--vault-explain=NODEID``, answered from the store after the run."""
+    hasher = Hasher(config.rootpath)
+    excluded = _excluded_prefixes(str(config.rootpath)) + _tool_directories(config, vault.directory)
+    deps = Dependencies(config.rootpath, hasher, excluded)
+    environment_id = fingerprint.environment_digest(fingerprint.environment(config, vault, hasher))
+    return explain.describe(Store(vault.directory), deps, fingerprint.key_of(environment_id, nodeid), nodeid)
 
 
 def pytest_unconfigure(config: pytest.Config) -> None:
@@ -253,11 +283,11 @@ class VaultPlugin:
     # -- the run protocol ---------------------------------------------------------------
     def _decide(self, item: pytest.Item) -> Verdict:
         if item.get_closest_marker(MARKER) is not None:
-            return Verdict(None, BYPASS)
+            return Verdict(None, BYPASS, f"{BYPASS} (marker {MARKER})")
         if self.session.vault.bypass:
-            return Verdict(None, BYPASS)
+            return Verdict(None, BYPASS, f"{BYPASS} (--vault-bypass)")
         if self.session.deps.relpath(str(item.path)) is None:
-            return Verdict(None, UNCACHEABLE, "the test file is outside the rootdir")
+            return Verdict(None, UNCACHEABLE, f"{UNCACHEABLE}: the test file is outside the rootdir")
         return self.session.lookup(item)
 
     def _guard(self, what: str, action, default):
@@ -273,7 +303,9 @@ class VaultPlugin:
     @pytest.hookimpl(wrapper=True, tryfirst=True)
     def pytest_runtest_protocol(self, item: pytest.Item):
         verdict = self._guard(
-            f"looking up {item.nodeid}", lambda: self._decide(item), Verdict(None, UNCACHEABLE)
+            f"looking up {item.nodeid}",
+            lambda: self._decide(item),
+            Verdict(None, UNCACHEABLE, f"{UNCACHEABLE}: the lookup failed"),
         )
         item.stash[_verdict_key] = verdict
         if verdict.reports is not None:
@@ -308,6 +340,7 @@ class VaultPlugin:
         verdict = item.stash.get(_verdict_key, None)
         if verdict is not None:
             setattr(report, replay.REPORT_ATTRIBUTE, verdict.reason)
+            setattr(report, replay.WHY_ATTRIBUTE, verdict.why)
         return report
 
     def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
@@ -324,3 +357,4 @@ class VaultPlugin:
         cache = getattr(session.config, "cache", None)
         if cache is not None:
             cache.set(STAT_CACHE_KEY, self.session.hasher.export())
+            cache.set(ENVIRONMENT_CACHE_KEY, self.session.environment)

@@ -20,8 +20,10 @@ import pytest
 
 #: Attribute set on reports this plugin emits or annotates: "cached", or why it ran.
 REPORT_ATTRIBUTE = "vault"
+#: Attribute with the ``--vault-explain`` line of a test that ran.
+WHY_ATTRIBUTE = "vault_why"
 CACHED = "cached"
-_RUN_FIELDS = ("node", "worker_id", "item_index", "testrun_uid", REPORT_ATTRIBUTE)
+_RUN_FIELDS = ("node", "worker_id", "item_index", "testrun_uid", REPORT_ATTRIBUTE, WHY_ATTRIBUTE)
 _ROOT_TOKEN = "{vault-rootdir}"
 
 

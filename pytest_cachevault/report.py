@@ -8,10 +8,11 @@ sees reports sent by its workers.
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Callable
 
 import pytest
 
-from .replay import CACHED, REPORT_ATTRIBUTE
+from .replay import CACHED, REPORT_ATTRIBUTE, WHY_ATTRIBUTE
 
 #: Order in which the reasons a test ran are listed.
 REASONS = ("new", "changed", "failed last time", "bypass", "uncacheable")
@@ -30,7 +31,12 @@ def format_duration(seconds: float) -> str:
 class VaultReporter:
     """Counts replayed and run tests, decorates verbose lines, writes the summary."""
 
-    def __init__(self) -> None:
+    def __init__(self, explain_all: bool = False) -> None:
+        self.explain_all = explain_all
+        #: ``(nodeid, why)`` of each test that ran, for ``--vault-explain``.
+        self.explanations: list[tuple[str, str]] = []
+        #: ``--vault-explain=NODEID``: lines describing that test's records.
+        self.describe: Callable[[], list[str]] | None = None
         self.replayed = 0
         self.saved = 0.0
         self.reasons: Counter[str] = Counter()
@@ -60,6 +66,8 @@ class VaultReporter:
                 self.replayed += 1
         elif report.when == "teardown":
             self.reasons[status] += 1
+            if self.explain_all:
+                self.explanations.append((report.nodeid, str(getattr(report, WHY_ATTRIBUTE, status))))
 
     def summary_line(self) -> str:
         ran = sum(self.reasons.values())
@@ -79,4 +87,12 @@ class VaultReporter:
                 yellow=True,
             )
         else:
+            if self.explain_all:
+                terminalreporter.section("vault explain")
+                for nodeid, why in self.explanations:
+                    terminalreporter.write_line(f"{nodeid}: {why}")
+            if self.describe is not None:
+                terminalreporter.section("vault explain")
+                for line in self.describe():
+                    terminalreporter.write_line(line)
             terminalreporter.write_line(self.summary_line())

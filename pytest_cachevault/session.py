@@ -18,7 +18,7 @@ import pytest
 from . import fingerprint, replay
 from .config import VaultConfig
 from .hashing import Hasher, digest_bytes
-from .inputs import Dependencies, Group, empty_group, is_group
+from .inputs import Dependencies, Group, empty_group, env_group, is_group
 from .store import Store, StoreError, is_name
 from .trace import Executed, Tracer
 
@@ -34,8 +34,10 @@ class Verdict:
     """A lookup's answer: replayable reports, or why the test must run."""
 
     reports: list[pytest.TestReport] | None
+    #: What the summary counts: "cached", or one of the reasons above.
     reason: str
-    detail: str = ""
+    #: The ``--vault-explain`` line: ``new``, ``changed: src/x.py``, ``env: APP_MODE``...
+    why: str = ""
     warnings: list = dataclasses.field(default_factory=list)
 
 
@@ -49,6 +51,7 @@ class VaultSession:
         hasher: Hasher,
         excluded_prefixes: tuple[str, ...],
         preloaded: set[str],
+        previous_environment: object = None,
     ) -> None:
         self.config = config
         self.vault = vault
@@ -75,6 +78,9 @@ class VaultSession:
         self.environment = fingerprint.environment(config, vault, hasher)
         self.environment_id = fingerprint.environment_digest(self.environment)
         self._environment_object: str | None = None
+        #: How the environment differs from the last run in this checkout, if it does:
+        #: then a test without a record here is explained by that, not as new.
+        self.environment_change = fingerprint.describe_change(previous_environment, self.environment)
 
     # -- lookup -----------------------------------------------------------------------
     def _shared(self, name: object) -> Group | None:
@@ -108,9 +114,9 @@ class VaultSession:
                 first_change = first_change if first_change is not None else changed
                 continue
             if payload.get("outcome") == "failed":
-                return Verdict(None, FAILED_LAST_TIME)
+                return Verdict(None, FAILED_LAST_TIME, FAILED_LAST_TIME)
             if payload.get("outcome") == UNCACHEABLE:
-                return Verdict(None, UNCACHEABLE, str(payload.get("why", "")))
+                return Verdict(None, UNCACHEABLE, f"{UNCACHEABLE}: {payload.get('why', '')}")
             try:
                 reports = replay.from_stored(self.config, payload.get("reports"))
             except replay.BadRecord as exc:
@@ -122,10 +128,20 @@ class VaultSession:
                 stored_warnings = []
             return Verdict(reports, replay.CACHED, warnings=stored_warnings)
         if first_change is None:
-            return Verdict(None, NEW)
-        return Verdict(None, CHANGED, first_change)
+            if self.environment_change and not self.environment_change.startswith("no earlier"):
+                return Verdict(None, NEW, f"environment: {self.environment_change}")
+            return Verdict(None, NEW, NEW)
+        return Verdict(None, CHANGED, first_change or "changed: an unreadable record")
 
     # -- recording --------------------------------------------------------------------
+    def _uncacheable(self, executed: Executed) -> str:
+        """Why a test that ran cannot be stored ("" if it can); see ini ``vault_allow``."""
+        if executed.spawned and "subprocess" not in self.vault.allow:
+            return f"spawned a subprocess ({executed.spawned})"
+        if executed.network and "network" not in self.vault.allow:
+            return f"connected to {executed.network}"
+        return ""
+
     def _own_inputs(self, item: pytest.Item, executed: Executed) -> Group | None:
         """The item's own inputs, or None if it cannot be fingerprinted."""
         module = self.deps.relpath(str(item.path))
@@ -141,8 +157,14 @@ class VaultSession:
                 files |= self.fixture_files.get(fixturedef, set())
                 read -= self.fixture_written.get(fixturedef, set())
         files |= self.deps.relpaths(read)
+        if executed.spawned and "subprocess" in self.vault.allow:
+            files |= self.deps.all_sources()  # the child may have run any of them
         group = empty_group()
         group["file"] = self.deps.files(files)
+        if executed.listed:
+            group["listing"] = self.deps.listings(executed.listed)
+        if executed.env:
+            group["env"] = env_group(executed.env)
         directory = item.path.parent
         while True:  # conftests above the test, and where there is none: its absence
             conftest = self.deps.relpath(str(directory / "conftest.py"))
@@ -187,7 +209,8 @@ class VaultSession:
         if any(self.deps.is_library(r) for r in self.deps.relpaths(executed.imported)):
             ran = self.deps.relpaths(executed.function_files)
             self.late_import_files |= {r for r in ran if self.deps.is_library(r)}
-        if executed.spawned:
+        why = self._uncacheable(executed)
+        if why:
             outcome = UNCACHEABLE
         elif any(report.failed for report in reports):
             outcome = "failed"
@@ -198,7 +221,7 @@ class VaultSession:
             "nodeid": item.nodeid,
             "inputs": own,
             "outcome": outcome,
-            "why": f"started another process ({executed.spawned})" if executed.spawned else "",
+            "why": why,
             "duration": sum(report.duration for report in reports),
             "created": int(time.time()),
             "reports": "[]" if failed else replay.to_stored(self.config, reports),

@@ -32,6 +32,8 @@ import sys
 from pathlib import Path
 from typing import NamedTuple, Protocol
 
+from .audit import Observer
+
 
 class TracerUnavailable(Exception):
     """No tracer can run in this process (another tool holds the hook)."""
@@ -39,7 +41,8 @@ class TracerUnavailable(Exception):
 
 class Executed(NamedTuple):
     """What one window did: absolute names of files in which code ran, files it opened
-    for reading, and the first way it started another process (None if it did not)."""
+    for reading, and the first way it started another process (None if it did not);
+    see :mod:`audit` for the fields past ``imported``."""
 
     files: frozenset[str]
     function_files: frozenset[str]
@@ -50,14 +53,12 @@ class Executed(NamedTuple):
     #: Files opened for writing. A file read after its window wrote it is output, not
     #: input, and is not in :attr:`read`.
     written: frozenset[str] = frozenset()
-
-
-#: Audit events by which a test starts another process, whose code no tracer here sees.
-SPAWN_EVENTS = frozenset(
-    {"subprocess.Popen", "os.system", "os.exec", "os.spawn", "os.posix_spawn", "os.fork", "os.forkpty"}
-)
-_SOURCE_SUFFIXES = (".py", ".pyc")
-_WRITE_FLAGS = os.O_WRONLY | os.O_RDWR | os.O_CREAT | os.O_APPEND | os.O_TRUNC
+    #: Environment variables read before the window set them: name -> value (None: unset).
+    env: dict[str, str | None] = {}
+    #: Directories listed.
+    listed: frozenset[str] = frozenset()
+    #: The first non-loopback address connected to (None if none).
+    network: str | None = None
 
 
 class Tracer(Protocol):
@@ -77,7 +78,7 @@ class Tracer(Protocol):
     def outside(self) -> Executed:
         """What ran outside every window so far (imports, collection)."""
 
-    def outside_size(self) -> tuple[int, int]:
+    def outside_size(self) -> tuple[int, ...]:
         """The sizes of what :meth:`outside` would return: cheap, to see whether it grew."""
 
     def blind_spots(self) -> frozenset[str]:
@@ -86,12 +87,13 @@ class Tracer(Protocol):
 
 def make_tracer(root: Path, excluded_prefixes: tuple[str, ...]) -> Tracer:
     if sys.version_info >= (3, 12):
-        return MonitoringTracer()
+        return MonitoringTracer(root)
     return MarkingTracer(root, excluded_prefixes)
 
 
 class _Window:
-    __slots__ = ("files", "function_files", "read", "spawned", "imported", "written")
+    __slots__ = ("files", "function_files", "read", "spawned", "imported", "written",
+                 "env", "env_written", "listed", "network")
 
     def __init__(self) -> None:
         self.files: set[str] = set()
@@ -100,6 +102,10 @@ class _Window:
         self.spawned: str | None = None
         self.imported: set[str] = set()
         self.written: set[str] = set()
+        self.env: dict[str, str | None] = {}
+        self.env_written: set[str] = set()
+        self.listed: set[str] = set()
+        self.network: str | None = None
 
     def merge(self, other: _Window) -> None:
         self.files |= other.files
@@ -107,7 +113,13 @@ class _Window:
         self.read |= other.read
         self.imported |= other.imported
         self.written |= other.written
+        self.listed |= other.listed
+        for name, value in other.env.items():
+            if name not in self.env_written:
+                self.env.setdefault(name, value)
+        self.env_written |= other.env_written
         self.spawned = self.spawned or other.spawned
+        self.network = self.network or other.network
 
     def freeze(self) -> Executed:
         return Executed(
@@ -117,53 +129,29 @@ class _Window:
             self.spawned,
             frozenset(self.imported),
             frozenset(self.written),
+            dict(self.env),
+            frozenset(self.listed),
+            self.network,
         )
 
 
 class _Windows:
-    """The stack of windows both backends keep; a backend fills the innermost one.
+    """The stack of windows both backends keep; a backend fills the innermost one with
+    the code that ran, an :class:`~pytest_cachevault.audit.Observer` with what that code
+    read, wrote, listed, started and connected to."""
 
-    Files read and processes started are seen by one audit hook (``sys.addaudithook``:
-    the ``open`` event covers ``open()``, ``Path.read_text`` and ``io.open``, and fires
-    from threads too). Audit hooks cannot be removed, so it stays installed and idle
-    once the tracer stops. Files opened for writing are reported per window: a file
-    a window wrote and then read is its own output, not an input.
-    """
-
-    def __init__(self) -> None:
+    def __init__(self, root: Path) -> None:
         self._stack: list[_Window] = [_Window()]
-        self._auditing = False
+        self._observer = Observer(lambda: self._stack[-1], root, outside=self._stack[0])
 
     def _harvest(self) -> None:
         """Move what the backend gathered since the last call into the innermost window."""
 
-    def _audit(self, event: str, args: tuple) -> None:
-        if not self._auditing:
-            return
-        if event == "open":
-            path, mode, flags = args
-            if not isinstance(path, (str, bytes, os.PathLike)):
-                return  # a file descriptor
-            path = os.fsdecode(path)
-            if path.endswith(_SOURCE_SUFFIXES):
-                return  # imports and tracebacks read sources; executed code is traced
-            path = os.path.abspath(path)
-            writes = (mode and any(c in mode for c in "wax+")) or (not mode and flags & _WRITE_FLAGS)
-            window = self._stack[-1]
-            if writes:
-                window.written.add(path)
-            elif path not in window.written:
-                window.read.add(path)
-        elif event in SPAWN_EVENTS:
-            window = self._stack[-1]
-            window.spawned = window.spawned or event
-
     def start_auditing(self) -> None:
-        sys.addaudithook(self._audit)
-        self._auditing = True
+        self._observer.start()
 
     def stop_auditing(self) -> None:
-        self._auditing = False
+        self._observer.stop()
 
     def push(self) -> None:
         self._harvest()
@@ -181,19 +169,19 @@ class _Windows:
             self._harvest()
         return self._stack[0].freeze()
 
-    def outside_size(self) -> tuple[int, int]:
+    def outside_size(self) -> tuple[int, ...]:
         """How much :meth:`outside` holds, without copying it (it is asked per test)."""
         if len(self._stack) == 1:
             self._harvest()
         root = self._stack[0]
-        return len(root.function_files), len(root.read)
+        return len(root.function_files), len(root.read), len(root.listed), len(root.env)
 
 
 class MonitoringTracer(_Windows):
     _TOOL_IDS = (4, 3, 5)
 
-    def __init__(self) -> None:
-        super().__init__()
+    def __init__(self, root: Path) -> None:
+        super().__init__(root)
         self._tool: int | None = None
 
     def start(self) -> None:
@@ -264,7 +252,7 @@ class MarkingTracer(_Windows):
     GLOBAL = "__cachevault__"
 
     def __init__(self, root: Path, excluded_prefixes: tuple[str, ...]) -> None:
-        super().__init__()
+        super().__init__(root)
         self._root_prefix = os.path.join(str(root), "")
         self._excluded = excluded_prefixes
         #: Two flags per marked file: [2i] module code ran, [2i+1] a function ran.

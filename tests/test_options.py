@@ -113,8 +113,9 @@ def test_bypass_option_runs_everything_and_refreshes_records(
     assert vault_reasons(bypass) == {"bypass": 4}
     assert set(ran_log.take()) == BASIC_IDS
 
-    # GREETING is not a vault_env variable: the record that --vault-bypass refreshed replays.
-    after = run_vault("-rA", env={"GREETING": "hola"})
+    # The test read GREETING: the record --vault-bypass made under "bonjour" replays
+    # (the first run's record, under "hello", would print "hello").
+    after = run_vault("-rA", env={"GREETING": "bonjour"})
     after.assert_outcomes(passed=4)
     assert vault_counts(after) == (4, 0)
     after.stdout.fnmatch_lines(["greeting: bonjour"])

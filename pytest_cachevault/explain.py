@@ -1,0 +1,65 @@
+"""``--vault-explain=NODEID``: the inputs recorded for one test, and which differ now.
+
+Reads the store the way a lookup does (same key, same checks), but reports every input
+instead of stopping at the first difference. Needs no tracer and no session, so the
+process that prints the terminal summary (an xdist controller too) can answer.
+"""
+
+from __future__ import annotations
+
+import time
+
+from . import audit
+from .inputs import Dependencies, env_digest, is_group
+from .store import Store, is_name
+
+_KINDS = ("file", "code", "listing", "env")
+
+
+def _state(deps: Dependencies, kind: str, name: str, digest: object) -> str:
+    if kind == "env":
+        now = env_digest(name)
+    else:
+        now = deps.hasher.digest(name, kind)  # type: ignore[arg-type]
+    if now == digest:
+        return "unchanged"
+    return "absent now" if now is None else ("was absent" if digest is None else "changed")
+
+
+def _group_lines(deps: Dependencies, group: dict, indent: str) -> list[str]:
+    lines = []
+    for kind in _KINDS:
+        for name, digest in group.get(kind, {}).items():
+            shown = "(every variable)" if name == audit.WHOLE_ENVIRONMENT else name
+            lines.append(f"{indent}{kind:<8}{shown:<50} {_state(deps, kind, name, digest)}")
+    return lines
+
+
+def describe(store: Store, deps: Dependencies, key: str, nodeid: str) -> list[str]:
+    """Lines describing every stored result of ``nodeid`` under this environment."""
+    lines = [f"inputs recorded for {nodeid}:"]
+    candidates = list(store.candidates(key))
+    if not candidates:
+        return [*lines, "  no record under this environment (new, or the environment changed)"]
+    for number, candidate in enumerate(candidates, 1):
+        payload = candidate.payload
+        created = payload.get("created")
+        when = time.strftime("%Y-%m-%d %H:%M", time.localtime(created)) if isinstance(created, int) else "?"
+        own = payload.get("inputs")
+        lines.append(f"  record {number} of {len(candidates)}, made {when}, outcome {payload.get('outcome')}")
+        if not is_group(own):
+            lines.append("    (malformed inputs)")
+            continue
+        verdict = deps.changed(own)
+        lines.extend(_group_lines(deps, own, "    "))
+        for name in payload.get("shared", []):
+            group = store.get_object(name) if is_name(name) else None
+            if not is_group(group):
+                lines.append("    shared import state: missing from the store")
+                continue
+            state = deps.changed(group) or "unchanged"
+            sizes = ", ".join(f"{len(group.get(k, {}))} {k}" for k in (*_KINDS, "external"))
+            lines.append(f"    shared import state ({sizes}): {state}")
+            verdict = verdict or (None if state == "unchanged" else state)
+        lines.append(f"    → {'would replay' if verdict is None else verdict}")
+    return lines
