@@ -35,12 +35,12 @@ class Collected:
             return "vault gc: another garbage collection is running on this store; nothing done"
         return (
             f"vault gc: removed {self.records_removed} records, {self.objects_removed} objects"
-            f" and {self.temp_removed} temp files ({_size(self.bytes_removed)}); kept"
-            f" {self.records_kept} records ({_size(self.bytes_kept)})"
+            f" and {self.temp_removed} temp files ({format_size(self.bytes_removed)}); kept"
+            f" {self.records_kept} records ({format_size(self.bytes_kept)})"
         )
 
 
-def _size(n: int) -> str:
+def format_size(n: int) -> str:
     for unit in ("B", "K", "M", "G"):
         if n < 1024 or unit == "G":
             return f"{n:.0f}{unit}" if unit == "B" else f"{n:.1f}{unit}"
@@ -81,6 +81,10 @@ def _collect(store: Store, max_size: int, max_age: float, now: float, grace: flo
         if st.st_mtime < now - grace:
             remove(path, st.st_size)
             result.temp_removed += 1
+
+    for path, st in store.iter_runs():
+        if st.st_mtime < now - max_age:
+            remove(path, st.st_size)
 
     # Records, oldest use first; unreadable ones and those past max_age go now.
     live: list[tuple[float, Path, int, list[str]]] = []

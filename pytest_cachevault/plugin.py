@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from . import config as vault_config
-from . import explain, fingerprint, gc, replay
+from . import explain, fingerprint, gc, replay, stats
 from .hashing import Hasher
 from .inputs import Dependencies
 from .report import VaultReporter
@@ -152,16 +152,24 @@ def pytest_load_initial_conftests(early_config: pytest.Config):
 
 @pytest.hookimpl(tryfirst=True)
 def pytest_cmdline_main(config: pytest.Config):
-    if not config.getoption("vault_gc"):
-        return None
-    vault = vault_config.load(config)
-    store = Store(vault.directory)
-    try:
-        result = gc.collect(store, vault.max_size, vault.max_age)
-    except StoreError as exc:
-        raise pytest.UsageError(f"--vault-gc: {exc}") from exc
-    print(result.describe())
-    return 0
+    """``--vault-gc`` and ``--vault-stats``: work on the store, run no test."""
+    if config.getoption("vault_gc"):
+        vault = vault_config.load(config)
+        try:
+            result = gc.collect(Store(vault.directory), vault.max_size, vault.max_age)
+        except StoreError as exc:
+            raise pytest.UsageError(f"--vault-gc: {exc}") from exc
+        print(result.describe())
+        return 0
+    if config.getoption("vault_stats"):
+        vault = vault_config.load(config)
+        store = Store(vault.directory)
+        if not store.base.is_dir():
+            print(f"vault stats: no store at {vault.directory} yet")
+            return 0
+        print("\n".join(stats.gather(store).describe(store)))
+        return 0
+    return None
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -173,6 +181,8 @@ def pytest_configure(config: pytest.Config) -> None:
         return
     explain_option = config.getoption("vault_explain")
     reporter = VaultReporter(explain_all=explain_option == EXPLAIN_ALL)
+    if not hasattr(config, "workerinput"):  # the process that sees every report
+        reporter.runs = Store(vault.directory)
     if explain_option not in (None, EXPLAIN_ALL):
         reporter.describe = lambda: _describe(config, vault, explain_option)
     config.pluginmanager.register(reporter, "cachevault-reporter")

@@ -13,6 +13,7 @@ from collections.abc import Callable
 import pytest
 
 from .replay import CACHED, REPORT_ATTRIBUTE, WHY_ATTRIBUTE
+from .store import Store, StoreError
 
 #: Order in which the reasons a test ran are listed.
 REASONS = ("new", "changed", "failed last time", "bypass", "uncacheable")
@@ -37,6 +38,8 @@ class VaultReporter:
         self.explanations: list[tuple[str, str]] = []
         #: ``--vault-explain=NODEID``: lines describing that test's records.
         self.describe: Callable[[], list[str]] | None = None
+        #: Where to leave this run's counts for ``--vault-stats`` (None: nowhere).
+        self.runs: Store | None = None
         self.replayed = 0
         self.saved = 0.0
         self.reasons: Counter[str] = Counter()
@@ -77,6 +80,14 @@ class VaultReporter:
         if detail:
             line += f" ({detail})"
         return f"{line}, {format_duration(self.saved)} saved"
+
+    def pytest_sessionfinish(self) -> None:
+        if self.runs is None or self.off is not None:
+            return
+        try:
+            self.runs.put_run({"replayed": self.replayed, "ran": sum(self.reasons.values())})
+        except StoreError:
+            pass  # the session already warned that the store is not writable
 
     def pytest_terminal_summary(self, terminalreporter) -> None:
         for warning in self.warnings:

@@ -5,6 +5,7 @@ Knows nothing of pytest. Layout::
     <dir>/CACHEDIR.TAG
     <dir>/v1/records/<key[:2]>/<key>/<name>.json   candidate results of one test key
     <dir>/v1/objects/<id[:2]>/<id>.json            shared input sets, named by content
+    <dir>/v1/runs/<ms>-<random>.json               one line of counts per finished run
     <dir>/v1/tmp/                                  staging for write-then-rename
 
 Every file is written to ``tmp/`` and renamed into place, so readers see whole files
@@ -23,6 +24,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -33,6 +35,8 @@ from .hashing import digest_bytes
 SCHEMA = 1
 LAYOUT = f"v{SCHEMA}"
 MAX_CANDIDATES = 8
+#: Run summaries kept (for ``--vault-stats``); older ones go at the next write.
+MAX_RUNS = 100
 CACHEDIR_TAG = (
     "Signature: 8a477f597d28d172789f06886806bc55\n"
     "# This file is a cache directory tag created by pytest-cachevault.\n"
@@ -70,6 +74,7 @@ class Store:
         self.records = self.base / "records"
         self._records_str = str(self.records)
         self.objects = self.base / "objects"
+        self.runs = self.base / "runs"
         self.tmp = self.base / "tmp"
         #: Files found unreadable or tampered with during this run (reported once).
         self.problems: list[str] = []
@@ -78,7 +83,7 @@ class Store:
     def ensure(self) -> None:
         """Create the layout and ``CACHEDIR.TAG``; raise :class:`StoreError` if impossible."""
         try:
-            for path in (self.records, self.objects, self.tmp):
+            for path in (self.records, self.objects, self.runs, self.tmp):
                 path.mkdir(parents=True, exist_ok=True)
             tag = self.directory / "CACHEDIR.TAG"
             if not tag.exists():
@@ -211,6 +216,30 @@ class Store:
             self._problem(path, "unreadable object")
             return None
 
+    # -- run summaries --------------------------------------------------------------
+    def put_run(self, counts: dict[str, int]) -> None:
+        """Remember the counts of a finished run; keep the newest :data:`MAX_RUNS`."""
+        body = _canonical({"schema": SCHEMA, "finished": int(time.time()), **counts})
+        self._mkdir(self.runs)
+        self._write(self.runs / f"{time.time_ns() // 1_000_000}-{uuid.uuid4().hex[:8]}.json", body)
+        for entry in sorted(_scandir(self.runs), key=lambda e: e.name)[:-MAX_RUNS]:
+            _unlink(Path(entry.path))
+
+    def recent_runs(self) -> list[dict[str, int]]:
+        """The run summaries kept, oldest first; malformed ones are skipped."""
+        runs = []
+        for entry in sorted(_scandir(self.runs), key=lambda e: e.name):
+            try:
+                with open(entry.path, "rb") as f:
+                    value = json.loads(f.read(4096))
+            except (OSError, ValueError):
+                continue
+            if isinstance(value, dict) and value.get("schema") == SCHEMA and all(
+                isinstance(v, int) for v in value.values()
+            ):
+                runs.append(value)
+        return runs
+
     # -- listing, for garbage collection -----------------------------------------
     def iter_records(self) -> Iterator[tuple[Path, os.stat_result]]:
         for shard in _scandirs(self.records):
@@ -230,8 +259,14 @@ class Store:
                 except OSError:
                     continue
 
+    def iter_runs(self) -> Iterator[tuple[Path, os.stat_result]]:
+        return self._files_in(self.runs)
+
     def iter_tmp(self) -> Iterator[tuple[Path, os.stat_result]]:
-        for entry in _scandir(self.tmp):
+        return self._files_in(self.tmp)
+
+    def _files_in(self, directory: Path) -> Iterator[tuple[Path, os.stat_result]]:
+        for entry in _scandir(directory):
             try:
                 yield Path(entry.path), entry.stat()
             except OSError:
