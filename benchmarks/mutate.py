@@ -26,7 +26,10 @@ Mutation operators (all deterministic for a given ``--seed``), by *kind*:
   ``class-attr`` (a constant in a class-body assignment), ``default-arg`` (a
   constant in a default argument value), ``module-code`` (other import-time
   code: a comparison or constant in a module-level ``if``, a decorator argument...).
-  The edit itself is num/bool/cmp, or for strings ``'abc'`` -> ``''``.
+  The edit itself is num/bool/cmp, or for strings ``'abc'`` -> ``''``;
+* inputs that are not code: ``data`` (one digit of a data file the tests read,
+  ``DATA_FILES``; in a binary file one header byte), ``env`` (an environment variable
+  the suite reads set to another value for both runs, ``ENV_MUTANTS``).
 
 Candidates are limited to the library files the suite imports (not its tests) and,
 for function-body kinds, to statements the unmutated suite executes (one coverage
@@ -116,9 +119,26 @@ SUITE_ARGS = {
     ],
 }
 
+#: Data files (relative to the suite root) that the suite's tests read: text files get
+#: digit edits, binary files (``:bin``) single-byte edits at these header offsets.
+DATA_FILES = {
+    "packaging": [
+        "tests/pylock/pylock.spec-example.toml",
+        "tests/metadata/everything.metadata",
+        "tests/manylinux/hello-world-x86_64-amd64:bin",
+        "tests/musllinux/musl-x86_64:bin",
+    ],
+}
+BINARY_OFFSETS = (4, 5, 18)  # ELF class, data encoding, machine
+#: Environment variables the suite's code reads, and values to try.
+ENV_MUTANTS = {
+    "python-dateutil": [("TZ", "Asia/Tokyo"), ("TZ", "America/St_Johns"), ("TZ", "UTC")],
+}
+
 FUNCTION_KINDS = ("num", "cmp", "return", "bool")
 MODULE_KINDS = ("module-const", "class-attr", "default-arg", "module-code")
-ALL_KINDS = FUNCTION_KINDS + MODULE_KINDS
+INPUT_KINDS = ("data", "env")
+ALL_KINDS = FUNCTION_KINDS + MODULE_KINDS + INPUT_KINDS
 
 CMP_FLIP = {
     ast.Lt: ("<", "<="),
@@ -157,6 +177,7 @@ class Mutant:
     operator: str  # num / cmp / return / bool / str
     kind: str  # one of ALL_KINDS
     stmt_line: int = 0  # first line of the innermost statement holding the edit
+    env: dict | None = None  # kind "env": variables set for both runs
 
     @property
     def label(self) -> str:
@@ -167,6 +188,10 @@ class Mutant:
             s = " ".join(s.split())
             return s if len(s) <= limit else s[: limit - 1] + "…"
 
+        if self.operator == "byte":
+            return f"byte {self.start}: {ord(self.before):#04x} → {ord(self.after):#04x}"
+        if self.operator == "env":
+            return f"{clip(self.before)} → {clip(self.after)}"
         return f"{clip(self.before)} → {clip(self.after)}"
 
 
@@ -489,6 +514,41 @@ def find_mutants(path: Path, relpath: str) -> list[Mutant]:
     return mutants
 
 
+def find_input_mutants(suite: str, root: str) -> list[Mutant]:
+    """``data`` and ``env`` mutants of a suite (see ``DATA_FILES``, ``ENV_MUTANTS``)."""
+    mutants = []
+    for spec in DATA_FILES.get(suite, []):
+        relpath, _, mode = spec.partition(":")
+        path = Path(root, relpath)
+        if not path.is_file():
+            continue
+        data = path.read_bytes()
+        if mode == "bin":
+            sites = [(i, chr(data[i]), chr(data[i] ^ 1)) for i in BINARY_OFFSETS if i < len(data)]
+        else:
+            text = data.decode("latin-1")
+            sites = [(i, c, str((int(c) + 1) % 10)) for i, c in enumerate(text) if c.isdigit()]
+        for offset, before, after in sites:
+            line = data.count(b"\n", 0, offset) + 1
+            mutants.append(Mutant(str(path), relpath, line, offset, offset, offset + 1,
+                                  before, after, "byte" if mode == "bin" else "digit", "data"))
+    for name, value in ENV_MUTANTS.get(suite, []):
+        before = os.environ.get(name, "(unset)")
+        mutants.append(Mutant("", f"${name}", 0, 0, 0, 0, before, value, "env", "env",
+                              env={name: value}))
+    return mutants
+
+
+def mutated_bytes(m: Mutant, data: bytes) -> bytes | None:
+    """The file's bytes with the mutant applied (any file kind), or None."""
+    if m.kind == "data":
+        if data[m.start:m.end] != m.before.encode("latin-1"):
+            return None
+        return data[:m.start] + m.after.encode("latin-1") + data[m.end:]
+    mutated = mutated_source(m, data.decode("utf-8"))
+    return None if mutated is None else mutated.encode("utf-8")
+
+
 def mutated_source(m: Mutant, text: str) -> str | None:
     """The mutated text, or None if it does not parse or is equivalent as an AST."""
     if text[m.start:m.end] != m.before:
@@ -545,11 +605,12 @@ class Applied:
         self.backup = JOURNAL_DIR / f"{key}.orig"
 
     def __enter__(self) -> "Applied":
+        if self.mutant.kind == "env":
+            return self  # nothing to edit: the runs get the variable
         JOURNAL_DIR.mkdir(parents=True, exist_ok=True)
         original = self.path.read_bytes()
-        text = original.decode("utf-8")
         m = self.mutant
-        mutated = mutated_source(m, text)
+        mutated = mutated_bytes(m, original)
         if mutated is None:
             raise HarnessError(f"{m.label}: mutant no longer applies (source changed?)")
         self.original = original
@@ -557,11 +618,13 @@ class Applied:
         self.journal.write_text(json.dumps(
             {"path": str(self.path), "backup": str(self.backup), "sha256": _sha(original)}
         ))
-        self.path.write_bytes(mutated.encode("utf-8"))
+        self.path.write_bytes(mutated)
         _drop_pyc(self.path)
         return self
 
     def __exit__(self, *exc: object) -> None:
+        if self.mutant.kind == "env":
+            return
         self.path.write_bytes(self.original)
         _drop_pyc(self.path)
         if _sha(self.path.read_bytes()) != _sha(self.original):
@@ -783,7 +846,8 @@ def kill_live() -> None:
 
 
 def run_pytest(suite: "SuiteAdapter", label: str, vault: bool, store: Path, timeout: float,
-               extra: list[str] | None = None, logdir: Path | None = None) -> Run:
+               extra: list[str] | None = None, logdir: Path | None = None,
+               extra_env: dict | None = None) -> Run:
     logdir = logdir or (suite.workdir / "logs")
     logdir.mkdir(parents=True, exist_ok=True)
     outcomes = logdir / f"{label}.jsonl"
@@ -797,7 +861,7 @@ def run_pytest(suite: "SuiteAdapter", label: str, vault: bool, store: Path, time
         args += ["-p", "no:cachevault", "-o", f"cache_dir={suite.workdir / 'truth-cache'}"]
     args += suite.extra_args
     args += extra or []
-    env = dict(suite.env)
+    env = dict(suite.env, **(extra_env or {}))
     env["CV_MUTATE_OUTCOMES"] = str(outcomes)
     env["CV_MUTATE_PACKAGES"] = suite.import_name
     env["PYTHONPATH"] = os.pathsep.join(
@@ -1102,11 +1166,12 @@ def _run_suite(name: str, suite: SuiteAdapter, args: argparse.Namespace,
     candidates: list[Mutant] = []
     for f in lib_files:
         for m in find_mutants(Path(f), os.path.relpath(f, root)):
-            if covered is not None and m.kind not in MODULE_KINDS:
+            if covered is not None and m.kind in FUNCTION_KINDS:
                 # statements never executed by the suite cannot kill a mutant
                 if m.stmt_line not in covered.get(f, set()):
                     continue
             candidates.append(m)
+    candidates += find_input_mutants(name, suite.root)
     per_kind_available = Counter(m.kind for m in candidates)
     log(f"[{name}] candidate mutants: {len(candidates)} {dict(per_kind_available)}")
     if args.mutant:
@@ -1152,7 +1217,7 @@ def _run_suite(name: str, suite: SuiteAdapter, args: argparse.Namespace,
             killed_by_kind[k] + 0.5 * (tried_by_kind[k] - killed_by_kind[k]),
             tried_by_kind[k], list(queues).index(k)))
         mutant = queues[kind].pop(0)
-        if mutated_source(mutant, Path(mutant.path).read_bytes().decode("utf-8")) is None:
+        if mutant.kind != "env" and mutated_bytes(mutant, Path(mutant.path).read_bytes()) is None:
             continue  # does not parse, or equivalent as an AST: not a mutant
         tried_by_kind[kind] += 1
         index += 1
@@ -1169,7 +1234,7 @@ def _run_suite(name: str, suite: SuiteAdapter, args: argparse.Namespace,
 
 
 def truth_and_vault(suite: SuiteAdapter, label: str, store: Path, timeout: float,
-                    serial: bool) -> tuple[Run, Run]:
+                    serial: bool, env: dict | None = None) -> tuple[Run, Run]:
     """The truth run (no vault) and the vault run of the current source tree.
 
     By default the two run side by side (they only read the tree; the truth has its
@@ -1177,13 +1242,15 @@ def truth_and_vault(suite: SuiteAdapter, label: str, store: Path, timeout: float
     other work; ``--serial`` runs them one after the other.
     """
     if serial:
-        truth = run_pytest(suite, f"{label}-truth", vault=False, store=store, timeout=timeout)
-        vault = run_pytest(suite, f"{label}-vault", vault=True, store=store, timeout=timeout)
+        truth = run_pytest(suite, f"{label}-truth", vault=False, store=store, timeout=timeout,
+                           extra_env=env)
+        vault = run_pytest(suite, f"{label}-vault", vault=True, store=store, timeout=timeout,
+                           extra_env=env)
         return truth, vault
     pool = ThreadPoolExecutor(max_workers=2)
     try:
-        ft = pool.submit(run_pytest, suite, f"{label}-truth", False, store, timeout)
-        fv = pool.submit(run_pytest, suite, f"{label}-vault", True, store, timeout)
+        ft = pool.submit(run_pytest, suite, f"{label}-truth", False, store, timeout, extra_env=env)
+        fv = pool.submit(run_pytest, suite, f"{label}-vault", True, store, timeout, extra_env=env)
         return ft.result(), fv.result()
     except BaseException:
         kill_live()
@@ -1197,7 +1264,7 @@ def run_mutant(suite: SuiteAdapter, m: Mutant, index: int, base: Run, store: Pat
     label = f"m{index:03d}"
     plugin = plugin_revision()
     with Applied(m):
-        truth, vault = truth_and_vault(suite, label, store, timeout, args.serial)
+        truth, vault = truth_and_vault(suite, label, store, timeout, args.serial, m.env)
         stale = _stale(truth, vault) if truth.exit is not None and vault.exit is not None else []
         flaky: list[dict] = []
         # a failing test that really re-ran under the vault and passed: re-check it
@@ -1205,7 +1272,7 @@ def run_mutant(suite: SuiteAdapter, m: Mutant, index: int, base: Run, store: Pat
         if rerun_passes:
             ids = [s["test"] for s in rerun_passes][:50]
             check = run_pytest(suite, f"{label}-recheck", vault=False, store=store,
-                               timeout=timeout, extra=ids)
+                               timeout=timeout, extra=ids, extra_env=m.env)
             for s in rerun_passes:
                 if check.tests.get(s["test"]) not in FAILED:
                     stale.remove(s)
@@ -1215,7 +1282,7 @@ def run_mutant(suite: SuiteAdapter, m: Mutant, index: int, base: Run, store: Pat
             ids = [s["test"] for s in cached_stale if s["test"] in truth.tests][:50]
             if ids:
                 check = run_pytest(suite, f"{label}-confirm", vault=False, store=store,
-                                   timeout=timeout, extra=ids)
+                                   timeout=timeout, extra=ids, extra_env=m.env)
                 for s in cached_stale:
                     s["confirmed"] = check.tests.get(s["test"]) in FAILED
     if truth.exit is None:

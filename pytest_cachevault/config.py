@@ -26,8 +26,9 @@ DEFAULT_LOCKFILE_GLOBS = (
     "requirements*.txt",
 )
 
-#: Environment variables whose values change how Python itself behaves; they
-#: enter every key in addition to the user's ``vault_env``.
+#: Environment variables whose values change how Python itself or the C library
+#: behaves (time zone, locale), read where no Python code sees it; they enter every
+#: key in addition to the user's ``vault_env``.
 DEFAULT_ENV = (
     "PYTHONHASHSEED",
     "PYTHONPATH",
@@ -36,6 +37,10 @@ DEFAULT_ENV = (
     "PYTHONDEVMODE",
     "PYTHONUTF8",
     "PYTHONSAFEPATH",
+    "TZ",
+    "LANG",
+    "LANGUAGE",
+    "LC_*",
 )
 
 #: What ini ``vault_allow`` may name: kinds of test that are stored although tracing

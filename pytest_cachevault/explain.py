@@ -22,7 +22,7 @@ def _state(deps: Dependencies, kind: str, name: str, digest: object) -> str:
     else:
         now = deps.hasher.digest(name, kind)  # type: ignore[arg-type]
     if now == digest:
-        return "unchanged"
+        return "unchanged" if digest is not None else "absent, as recorded"
     return "absent now" if now is None else ("was absent" if digest is None else "changed")
 
 
