@@ -170,9 +170,10 @@ def key_of(environment_id: str, nodeid: str) -> str:
 def describe_change(old: object, new: dict[str, object]) -> str | None:
     """What differs between two environments, in a few words (None if nothing does).
 
-    ``old`` comes from pytest's cache (last run in this checkout): any shape."""
+    ``old`` comes from pytest's cache (last run in this checkout): any shape; None when
+    there was no earlier run."""
     if not isinstance(old, dict) or old == new:
-        return None if old == new else "no earlier run recorded here"
+        return None
     changes = []
     for part, value in new.items():
         before = old.get(part)

@@ -285,10 +285,7 @@ class VaultPlugin:
         try:
             return (yield)
         finally:
-            executed = self.tracer.pop()
-            files = self.session.deps.relpaths(executed.files | executed.read)
-            self.session.fixture_files.setdefault(fixturedef, set()).update(files)
-            self.session.fixture_written.setdefault(fixturedef, set()).update(executed.written)
+            self.session.fixture_setups.setdefault(fixturedef, []).append(self.tracer.pop())
 
     # -- the run protocol ---------------------------------------------------------------
     def _decide(self, item: pytest.Item) -> Verdict:

@@ -63,10 +63,9 @@ class VaultSession:
         self.preloaded = self.deps.relpaths(preloaded)
         self.writable = True
         self.problems: list[str] = []
-        #: What each higher-scoped fixture executed while being set up, for every test using it.
-        self.fixture_files: dict[object, set[str]] = {}
-        #: Files each higher-scoped fixture wrote: its output, read by the tests using it.
-        self.fixture_written: dict[object, set[str]] = {}
+        #: What each higher-scoped fixture did while being set up (ran, read, listed,
+        #: started...), for every test using it: only the first user's window saw it.
+        self.fixture_setups: dict[object, list[Executed]] = {}
         #: Files whose functions ran while a test module was collected (parametrize values...).
         self.module_files: dict[str, set[str]] = {}
         #: Library files whose functions ran in a test that imported a library module:
@@ -128,7 +127,7 @@ class VaultSession:
                 stored_warnings = []
             return Verdict(reports, replay.CACHED, warnings=stored_warnings)
         if first_change is None:
-            if self.environment_change and not self.environment_change.startswith("no earlier"):
+            if self.environment_change:
                 return Verdict(None, NEW, f"environment: {self.environment_change}")
             return Verdict(None, NEW, NEW)
         return Verdict(None, CHANGED, first_change or "changed: an unreadable record")
@@ -142,21 +141,40 @@ class VaultSession:
             return f"connected to {executed.network}"
         return ""
 
+    def _with_fixtures(self, item: pytest.Item, executed: Executed) -> Executed:
+        """What the test did, plus what the setups of its higher-scoped fixtures did.
+
+        A file such a fixture wrote is its output, not an input of the tests using it."""
+        setups = [
+            setup
+            for fixturedefs in getattr(getattr(item, "_fixtureinfo", None), "name2fixturedefs", {}).values()
+            for fixturedef in fixturedefs
+            for setup in self.fixture_setups.get(fixturedef, ())
+        ]
+        if not setups:
+            return executed
+        written = frozenset().union(*(setup.written for setup in setups))
+        env = dict(executed.env)
+        for setup in setups:
+            for name, value in setup.env.items():
+                env.setdefault(name, value)
+        return executed._replace(
+            files=executed.files.union(*(setup.files for setup in setups)),
+            read=executed.read.union(*(setup.read for setup in setups)) - written,
+            listed=executed.listed.union(*(setup.listed for setup in setups)),
+            env=env,
+            spawned=executed.spawned or next((s.spawned for s in setups if s.spawned), None),
+            network=executed.network or next((s.network for s in setups if s.network), None),
+        )
+
     def _own_inputs(self, item: pytest.Item, executed: Executed) -> Group | None:
         """The item's own inputs, or None if it cannot be fingerprinted."""
         module = self.deps.relpath(str(item.path))
         if module is None:
             return None
-        read = set(executed.read)
-        files = self.deps.relpaths(executed.files)
+        files = self.deps.relpaths(executed.files | executed.read)
         files.add(module)
         files |= self.module_files.get(module, set())
-        fixtureinfo = getattr(item, "_fixtureinfo", None)
-        for fixturedefs in getattr(fixtureinfo, "name2fixturedefs", {}).values():
-            for fixturedef in fixturedefs:
-                files |= self.fixture_files.get(fixturedef, set())
-                read -= self.fixture_written.get(fixturedef, set())
-        files |= self.deps.relpaths(read)
         if executed.spawned and "subprocess" in self.vault.allow:
             files |= self.deps.all_sources()  # the child may have run any of them
         group = empty_group()
@@ -203,6 +221,7 @@ class VaultSession:
         """Store what a live test did, if it completed and can be fingerprinted."""
         if not self.writable or not reports or reports[-1].when != "teardown":
             return
+        executed = self._with_fixtures(item, executed)
         own = self._own_inputs(item, executed)
         if own is None:
             return

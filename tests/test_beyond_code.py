@@ -202,3 +202,34 @@ def test_loopback_stays_cacheable_and_remote_hosts_do_not(pytester, run_vault):
 def test_network_allowed(pytester, run_vault):
     write_files(pytester.path, {**NETWORK_TESTS, "pytest.ini": "[pytest]\nvault_allow = network\n"})
     run_vault.record_and_replay(passed=2)
+
+
+def test_variable_read_by_a_module_fixture_counts_for_every_user(pytester, run_vault):
+    """Only the first test's window sees a module fixture's setup; the others use it too."""
+    write_files(
+        pytester.path,
+        {
+            "test_fixture_env.py": """
+                import os
+
+                import pytest
+
+
+                @pytest.fixture(scope="module")
+                def mode():
+                    return os.environ.get("APP_MODE", "dev")
+
+
+                def test_first(mode):
+                    assert mode in ("dev", "prod")
+
+
+                def test_second(mode):
+                    assert mode == "dev"
+            """,
+        },
+    )
+    run_vault.record_and_replay(passed=2, env={"APP_MODE": None})
+    result = run_vault(env={"APP_MODE": "prod"})
+    result.assert_outcomes(passed=1, failed=1)
+    assert vault_counts(result) == (0, 2)
