@@ -94,12 +94,19 @@ class _ObservedEnviron(_Environ):
 
 
 _env_listener: Callable[..., None] | None = None
+_mark_broken: Callable[[], None] = lambda: None
+#: Stands in for a process started when an observation itself failed: the test is then
+#: not stored (something it did went unseen).
+BROKEN = "an observation failed"
 
 
 def _report_env(name: object, value: str | None, written: bool = False) -> None:
     listener = _env_listener
     if listener is not None and isinstance(name, str):
-        listener(name, value, written)
+        try:
+            listener(name, value, written)
+        except Exception:  # never break the code under test; the window is marked
+            _mark_broken()
 
 
 def get_env(name: str) -> str | None:
@@ -136,7 +143,7 @@ class Observer:
         self._own = _package_dirs(("pytest_cachevault",))
 
     def start(self) -> None:
-        global _env_listener
+        global _env_listener, _mark_broken
         self._tooling = _package_dirs(_TOOLING_PACKAGES)
         if not self._hooked:
             sys.addaudithook(self._audit)
@@ -144,6 +151,7 @@ class Observer:
         if type(os.environ) is _Environ:
             os.environ.__class__ = _ObservedEnviron
         _env_listener = self._env
+        _mark_broken = self._mark_broken
         self._active = True
 
     def stop(self) -> None:
@@ -152,6 +160,10 @@ class Observer:
         _env_listener = None
         if type(os.environ) is _ObservedEnviron:
             os.environ.__class__ = _Environ
+
+    def _mark_broken(self) -> None:
+        window = self._window()
+        window.spawned = window.spawned or BROKEN
 
     # -- who is asking ----------------------------------------------------------------
     def _caller_file(self, depth: int) -> str:
@@ -192,6 +204,12 @@ class Observer:
     def _audit(self, event: str, args: tuple) -> None:
         if not self._active:
             return
+        try:
+            self._dispatch(event, args)
+        except Exception:  # an exception here would fail the audited call itself
+            self._window().spawned = self._window().spawned or BROKEN
+
+    def _dispatch(self, event: str, args: tuple) -> None:
         if event == "open":
             self._open(*args)
         elif event in _LISTING_EVENTS:

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from . import fingerprint, replay
+from . import audit, fingerprint, replay
 from .config import VaultConfig
 from .hashing import Hasher, digest_bytes
 from .inputs import Dependencies, Group, empty_group, env_group, is_group
@@ -135,6 +135,8 @@ class VaultSession:
     # -- recording --------------------------------------------------------------------
     def _uncacheable(self, executed: Executed) -> str:
         """Why a test that ran cannot be stored ("" if it can); see ini ``vault_allow``."""
+        if executed.spawned == audit.BROKEN:
+            return "the plugin failed to observe what it did"
         if executed.spawned and "subprocess" not in self.vault.allow:
             return f"spawned a subprocess ({executed.spawned})"
         if executed.network and "network" not in self.vault.allow:
