@@ -49,6 +49,14 @@ SLOT = "bench"  # own copy of each suite (see suites.prepare), apart from mutate
 TARGET = 1.3  # warm vault run must be within TARGET x collect-only
 
 NO_VAULT = ("-p", "no:cachevault")
+#: Loaded with ``-p`` for the "blind" variant: the vault as it would be without its
+#: audit observer (files read, listings, variables, processes), to price that part.
+BLIND_PLUGIN = """
+from pytest_cachevault import audit
+
+audit.Observer.start = lambda self: None
+audit.Observer.stop = lambda self: None
+"""
 NO_TESTMON = ("-p", "no:pytest-testmon")
 
 
@@ -63,6 +71,7 @@ class Variant:
     edit: bool = False          # run with the suite's one-line edit applied
     compare_to: str = ""        # variant whose outcome counts must match
     store: str = "vault"        # vault store name (separate for -n 2)
+    blind: bool = False         # the vault with its audit observer switched off
 
 
 VARIANTS = [
@@ -71,6 +80,8 @@ VARIANTS = [
     Variant("vault-cold", "vault", fresh=True, compare_to="plain"),
     Variant("vault-warm", "vault", compare_to="vault-cold"),
     Variant("vault-edit", "vault", edit=True, compare_to="vault-cold"),
+    Variant("vault-cold-blind", "vault", fresh=True, compare_to="plain", store="vault-blind",
+            blind=True),
     Variant("testmon-cold", "testmon", fresh=True, compare_to="plain"),
     Variant("testmon-warm", "testmon"),
 ]
@@ -166,7 +177,8 @@ class Bench:
             "vault": (*NO_TESTMON, "--vault", f"--vault-dir={self.dir / v.store}"),
             "testmon": (*NO_VAULT, "--testmon"),
         }[v.tool]
-        return self.env.pytest_cmd(*tool_args, *v.args)
+        blind = ("-p", "cv_bench_blind") if v.blind else ()
+        return self.env.pytest_cmd(*tool_args, *blind, *v.args)
 
     def reset(self, v: Variant) -> None:
         """Give a cold variant an empty store and no .pytest_cache."""
@@ -184,6 +196,9 @@ class Bench:
         cmd = self.command(v)
         logfile = self.logs / f"{v.name}-r{rep}.log"
         env = self.env.run_env(TESTMON_DATAFILE=str(self.testmon_data))
+        if v.blind:
+            (self.dir / "cv_bench_blind.py").write_text(BLIND_PLUGIN)
+            env["PYTHONPATH"] = str(self.dir)
         edit = self.env.edit_one_line() if v.edit else contextlib.nullcontext()
         with edit, open(logfile, "w+") as out:
             out.write(f"$ cd {self.env.src_root} && {' '.join(cmd)}\n")
@@ -333,6 +348,7 @@ def render(benches: list[Bench], meta: dict, args: argparse.Namespace) -> str:
                        f"| {secs(m('plain-n2'))} | {secs(m('collect'))} "
                        f"| {secs(m('vault-cold-n2'))} | {secs(m('vault-warm-n2'))} "
                        "| — | — | — |")
+    audit_rows: list[str] = []
     out += [
         "",
         "## Ratios",
@@ -345,6 +361,10 @@ def render(benches: list[Bench], meta: dict, args: argparse.Namespace) -> str:
     ]
     for b in benches:
         m = b.median
+        if m("vault-cold-blind"):
+            audit_rows.append(f"| {b.env.suite.name} | {secs(m('vault-cold'))} "
+                              f"| {secs(m('vault-cold-blind'))} "
+                              f"| {ratio(m('vault-cold'), m('vault-cold-blind'))} |")
         problems = b.problems()
         counts_ok = "**MISMATCH**" if any("MISMATCH" in p for p in problems) else (
             "⚠ see notes" if problems else "same")
@@ -360,6 +380,17 @@ def render(benches: list[Bench], meta: dict, args: argparse.Namespace) -> str:
                        f"| {ratio(w, c)} | {ratio(w, m(tm_warm) if tm_warm else None)} "
                        f"| {ratio(m(edit) if edit else None, m(plain))} | {verdict} "
                        f"| {counts_ok} |")
+    if audit_rows:
+        out += [
+            "",
+            "What watching files read, directories listed, variables read, processes and "
+            "connections costs: vault cold runs with the audit observer on and off "
+            "(variant `vault-cold-blind`). Target: ≤ 1.05.",
+            "",
+            "| suite | vault cold | vault cold, observer off | ratio |",
+            "|---|---:|---:|---:|",
+            *audit_rows,
+        ]
     out += [
         "",
         "## Every run",

@@ -93,6 +93,7 @@ class _ObservedEnviron(_Environ):
         return _Environ.__iter__(self)
 
 
+_THIS_FILE = __file__
 _env_listener: Callable[..., None] | None = None
 _mark_broken: Callable[[], None] = lambda: None
 #: Stands in for a process started when an observation itself failed: the test is then
@@ -166,15 +167,15 @@ class Observer:
         window.spawned = window.spawned or BROKEN
 
     # -- who is asking ----------------------------------------------------------------
-    def _caller_file(self, depth: int) -> str:
-        """The file of the first caller outside the standard library."""
-        frame = sys._getframe(depth + 1)
+    def _caller_file(self) -> str:
+        """The file of the first caller outside this module and the standard library."""
+        frame = sys._getframe(1)
         while frame is not None:
             filename = frame.f_code.co_filename
             in_stdlib = filename.startswith("<frozen") or (
                 filename.startswith(self._stdlib) and "site-packages" not in filename
             )
-            if not in_stdlib:
+            if filename != _THIS_FILE and not in_stdlib:
                 return filename
             frame = frame.f_back
         return ""
@@ -192,7 +193,7 @@ class Observer:
             return
         if name in window.env_written or name in window.env:
             return
-        caller = self._caller_file(3)
+        caller = self._caller_file()
         if caller.startswith(self._tooling):
             return
         if window is not self._outside or self._in_tree(caller):
@@ -217,7 +218,7 @@ class Observer:
             if path is None:
                 path = "."
             if isinstance(path, (str, bytes, os.PathLike)):
-                caller = self._caller_file(1)
+                caller = self._caller_file()
                 window = self._window()
                 if not caller.startswith(self._tooling) and (
                     window is not self._outside or self._in_tree(caller)
@@ -238,7 +239,7 @@ class Observer:
         path = os.fsdecode(path)
         if path.endswith(_SOURCE_SUFFIXES):
             return  # imports and tracebacks read sources; executed code is traced
-        if self._own and self._caller_file(2).startswith(self._own):
+        if self._own and self._caller_file().startswith(self._own):
             return  # the vault hashing an input
         path = os.path.abspath(path)
         writes = (isinstance(mode, str) and any(c in mode for c in "wax+")) or (
