@@ -87,6 +87,7 @@ RESULTS_DIR = WORK / "results"
 RECORDER_DIR = WORK / "recorder"
 DEFAULT_OUTPUT = REPO / "docs" / "mutation.md"
 RESULTS_SUFFIX = [""]  # set by --results-suffix
+INPUTS_SUFFIX = "-inputs"  # results of a --kinds=data,env run, rendered with the main ones
 
 DEFAULT_SUITES = ("more-itertools", "packaging", "python-dateutil")
 # distribution name -> top-level import name of the library under test
@@ -1172,6 +1173,9 @@ def _run_suite(name: str, suite: SuiteAdapter, args: argparse.Namespace,
                     continue
             candidates.append(m)
     candidates += find_input_mutants(name, suite.root)
+    if args.kinds:
+        wanted_kinds = {k.strip() for k in args.kinds.split(",")}
+        candidates = [m for m in candidates if m.kind in wanted_kinds]
     per_kind_available = Counter(m.kind for m in candidates)
     log(f"[{name}] candidate mutants: {len(candidates)} {dict(per_kind_available)}")
     if args.mutant:
@@ -1579,6 +1583,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--mutant", action="append", metavar="FILE:LINE[:N]",
                    help="run only this mutant (path relative to the sdist root, line, and "
                         "the N-th candidate on that line, default 0); repeatable")
+    p.add_argument("--kinds", default="",
+                   help="comma-separated mutation kinds to try (default: all); e.g. "
+                        "'data,env' with --results-suffix=-inputs for a run of input "
+                        "mutants, shown as its own section of the report")
     p.add_argument("--list-candidates", nargs="+", metavar="PATH",
                    help="print the mutation candidates of source files/dirs and exit")
     args = p.parse_args(argv)
@@ -1600,6 +1608,11 @@ def main(argv: list[str] | None = None) -> int:
                 if not path.exists():
                     raise HarnessError(f"no saved results for {n} ({path})")
                 datas.append(json.loads(path.read_text()))
+                inputs = RESULTS_DIR / f"{n}{INPUTS_SUFFIX}.json"
+                if not RESULTS_SUFFIX[0] and inputs.exists():
+                    data = json.loads(inputs.read_text())
+                    data["suite"] += " (data and environment mutants)"
+                    datas.append(data)
         else:
             for n in names:
                 data = run_suite(n, args, log)
