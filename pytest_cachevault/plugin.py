@@ -182,7 +182,7 @@ def pytest_configure(config: pytest.Config) -> None:
     explain_option = config.getoption("vault_explain")
     reporter = VaultReporter(explain_all=explain_option == EXPLAIN_ALL)
     if not hasattr(config, "workerinput"):  # the process that sees every report
-        reporter.runs = Store(vault.directory)
+        reporter.store = Store(vault.directory)
     if explain_option not in (None, EXPLAIN_ALL):
         reporter.describe = lambda: _describe(config, vault, explain_option)
     config.pluginmanager.register(reporter, "cachevault-reporter")

@@ -39,7 +39,7 @@ class VaultReporter:
         #: ``--vault-explain=NODEID``: lines describing that test's records.
         self.describe: Callable[[], list[str]] | None = None
         #: Where to leave this run's counts for ``--vault-stats`` (None: nowhere).
-        self.runs: Store | None = None
+        self.store: Store | None = None
         self.replayed = 0
         self.saved = 0.0
         self.reasons: Counter[str] = Counter()
@@ -82,10 +82,10 @@ class VaultReporter:
         return f"{line}, {format_duration(self.saved)} saved"
 
     def pytest_sessionfinish(self) -> None:
-        if self.runs is None or self.off is not None:
+        if self.store is None or self.off is not None:
             return
         try:
-            self.runs.put_run({"replayed": self.replayed, "ran": sum(self.reasons.values())})
+            self.store.put_run({"replayed": self.replayed, "ran": sum(self.reasons.values())})
         except StoreError:
             pass  # the session already warned that the store is not writable
 

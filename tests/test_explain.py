@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 
-from conftest import edit, vault_counts, write_files
+from conftest import edit, write_files
 
 PROJECT = {
     "calc.py": """
