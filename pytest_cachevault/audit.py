@@ -218,12 +218,15 @@ class Observer:
             if path is None:
                 path = "."
             if isinstance(path, (str, bytes, os.PathLike)):
-                caller = self._caller_file()
+                path = os.path.abspath(os.fsdecode(path))
                 window = self._window()
+                if not (path + os.sep).startswith(self._root) or path in window.listed:
+                    return  # only in-tree directories are inputs
+                caller = self._caller_file()
                 if not caller.startswith(self._tooling) and (
                     window is not self._outside or self._in_tree(caller)
                 ):
-                    window.listed.add(os.path.abspath(os.fsdecode(path)))
+                    window.listed.add(path)
         elif event in SPAWN_EVENTS:
             window = self._window()
             window.spawned = window.spawned or event
@@ -239,17 +242,18 @@ class Observer:
         path = os.fsdecode(path)
         if path.endswith(_SOURCE_SUFFIXES):
             return  # imports and tracebacks read sources; executed code is traced
-        if self._own and self._caller_file().startswith(self._own):
-            return  # the vault hashing an input
         path = os.path.abspath(path)
+        if not path.startswith(self._root):
+            return  # only in-tree files are inputs (the cheap test first: this is hot)
         writes = (isinstance(mode, str) and any(c in mode for c in "wax+")) or (
             not mode and isinstance(flags, int) and flags & _WRITE_FLAGS
         )
         window = self._window()
         if writes:
             window.written.add(path)
-        elif path not in window.written:
-            window.read.add(path)
+        elif path not in window.written and path not in window.read:
+            if not self._caller_file().startswith(self._own):  # the vault hashing an input
+                window.read.add(path)
 
 
 def _describe(address: object) -> str:
