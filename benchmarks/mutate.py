@@ -133,7 +133,12 @@ DATA_FILES = {
 BINARY_OFFSETS = (4, 5, 18)  # ELF class, data encoding, machine
 #: Environment variables the suite's code reads, and values to try.
 ENV_MUTANTS = {
-    "python-dateutil": [("TZ", "Asia/Tokyo"), ("TZ", "America/St_Johns"), ("TZ", "UTC")],
+    "python-dateutil": [
+        # read by the C library too: part of the environment fingerprint
+        ("TZ", "Asia/Tokyo"), ("TZ", "America/St_Johns"), ("TZ", "UTC"),
+        # read by its tests through os.environ (tests/_common.py): traced per test
+        ("DATEUTIL_MAY_CHANGE_TZ", "1"), ("DATEUTIL_MAY_NOT_CHANGE_TZ_VAR", "1"),
+    ],
 }
 
 FUNCTION_KINDS = ("num", "cmp", "return", "bool")
