@@ -2,10 +2,10 @@
 environment variables it reads and sets, processes it starts, hosts it connects to.
 
 A tracer sees which code ran; a test's outcome also depends on what that code read.
-Files, listings, processes and connections are seen by one audit hook
-(``sys.addaudithook``: the ``open`` event covers ``open()``, ``Path.read_text`` and
-``io.open``, ``os.listdir``/``os.scandir`` cover ``glob`` and ``os.walk``, and the events
-fire from threads too). ``os.environ`` raises no audit event, so it is given a subclass
+Files and directories under the rootdir (nothing else is an input), processes and
+connections are seen by one audit hook (``sys.addaudithook``: the ``open`` event
+covers ``open()``, ``Path.read_text`` and ``io.open``, ``os.listdir``/``os.scandir``
+cover ``glob`` and ``os.walk``, and the events fire from threads too). ``os.environ`` raises no audit event, so it is given a subclass
 of its own class that reports ``[]``, ``get``, ``in``, ``os.getenv`` and iteration.
 
 Everything goes into the innermost window of the tracer (see :mod:`trace`). Reads by
@@ -41,6 +41,8 @@ _LISTING_EVENTS = frozenset({"os.listdir", "os.scandir"})
 _NETWORK_EVENTS = frozenset({"socket.connect", "socket.sendto"})
 _INET_FAMILIES = (socket.AF_INET, socket.AF_INET6)
 _TOOLING_PACKAGES = ("_pytest", "pytest", "pluggy", "xdist", "execnet", "pytest_cachevault")
+#: Every event the hook acts on; the others (most of them) leave after one set lookup.
+_WATCHED = frozenset({"open"}) | _LISTING_EVENTS | SPAWN_EVENTS | _NETWORK_EVENTS
 
 
 def _stdlib_prefixes() -> tuple[str, ...]:
@@ -203,7 +205,7 @@ class Observer:
 
     # -- the audit hook ---------------------------------------------------------------
     def _audit(self, event: str, args: tuple) -> None:
-        if not self._active:
+        if event not in _WATCHED or not self._active:
             return
         try:
             self._dispatch(event, args)
