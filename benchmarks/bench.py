@@ -37,6 +37,7 @@ import signal
 import statistics
 import subprocess
 import sys
+import resource
 import time
 from pathlib import Path
 
@@ -112,6 +113,7 @@ class Run:
     summary: str
     vault: str
     log: str
+    cpu: float = 0.0  # user + system seconds of the pytest process (less noisy than wall)
 
 
 def now() -> str:
@@ -204,6 +206,7 @@ class Bench:
             out.write(f"$ cd {self.env.src_root} && {' '.join(cmd)}\n")
             out.flush()
             start = time.perf_counter()
+            before = resource.getrusage(resource.RUSAGE_CHILDREN)
             try:
                 code = subprocess.run(cmd, cwd=self.env.src_root, env=env, stdout=out,
                                       stderr=subprocess.STDOUT, timeout=self.timeout,
@@ -211,10 +214,12 @@ class Bench:
             except subprocess.TimeoutExpired:
                 code = -1
             seconds = time.perf_counter() - start
+            after = resource.getrusage(resource.RUSAGE_CHILDREN)
+            cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
             out.seek(0)
             text = out.read()
         counts, summary, vault = parse_output(text)
-        run = Run(v.name, rep, seconds, code, counts, summary, vault, str(logfile))
+        run = Run(v.name, rep, seconds, code, counts, summary, vault, str(logfile), cpu)
         self.runs.append(run)
         flag = f"  !! exit {code}, see {logfile}" if code in BAD_EXITS else ""
         log(f"{self.env.suite.name} r{rep} {v.name:14s} {seconds:8.2f}s  "
@@ -229,6 +234,11 @@ class Bench:
         """Median seconds of a variant (None if it was not run)."""
         runs = self.of(name)
         return statistics.median(r.seconds for r in runs) if runs else None
+
+    def median_cpu(self, name: str) -> float | None:
+        """Median CPU seconds of a variant (None if not run or not measured)."""
+        runs = [r for r in self.of(name) if r.cpu]
+        return statistics.median(r.cpu for r in runs) if runs else None
 
     def problems(self) -> list[str]:
         """Count mismatches, failed processes and vault oddities, in words."""
@@ -362,9 +372,12 @@ def render(benches: list[Bench], meta: dict, args: argparse.Namespace) -> str:
     for b in benches:
         m = b.median
         if m("vault-cold-blind"):
+            cpu = b.median_cpu
             audit_rows.append(f"| {b.env.suite.name} | {secs(m('vault-cold'))} "
                               f"| {secs(m('vault-cold-blind'))} "
-                              f"| {ratio(m('vault-cold'), m('vault-cold-blind'))} |")
+                              f"| {ratio(m('vault-cold'), m('vault-cold-blind'))} "
+                              f"| {secs(cpu('vault-cold'))} | {secs(cpu('vault-cold-blind'))} "
+                              f"| {ratio(cpu('vault-cold'), cpu('vault-cold-blind'))} |")
         problems = b.problems()
         counts_ok = "**MISMATCH**" if any("MISMATCH" in p for p in problems) else (
             "⚠ see notes" if problems else "same")
@@ -385,10 +398,12 @@ def render(benches: list[Bench], meta: dict, args: argparse.Namespace) -> str:
             "",
             "What watching files read, directories listed, variables read, processes and "
             "connections costs: vault cold runs with the audit observer on and off "
-            "(variant `vault-cold-blind`). Target: ≤ 1.05.",
+            "(variant `vault-cold-blind`), wall-clock and CPU seconds (user + system of "
+            "the pytest process: less disturbed by other load). Target: ≤ 1.05.",
             "",
-            "| suite | vault cold | vault cold, observer off | ratio |",
-            "|---|---:|---:|---:|",
+            "| suite | vault cold | observer off | ratio | CPU, cold | CPU, observer off "
+            "| CPU ratio |",
+            "|---|---:|---:|---:|---:|---:|---:|",
             *audit_rows,
         ]
     out += [
