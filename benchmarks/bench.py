@@ -32,12 +32,12 @@ import json
 import os
 import platform
 import re
+import resource
 import shutil
 import signal
 import statistics
 import subprocess
 import sys
-import resource
 import time
 from pathlib import Path
 
