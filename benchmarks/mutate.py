@@ -1427,8 +1427,12 @@ def render(datas: list[dict]) -> str:
         f"- **killed mutants: {total_killed}; stale results: {total_stale}**",
         "",
         "Reproduce: `python3 benchmarks/mutate.py "
-        f"--suites {','.join(d['suite'] for d in datas)} --seed "
-        f"{datas[0].get('seed', 0) if datas else 0}` (options: `--help`). Raw results: "
+        f"--suites {','.join(d['suite'] for d in datas if d['suite'] in IMPORT_NAMES)} --seed "
+        f"{datas[0].get('seed', 0) if datas else 0}`"
+        + ("" if all(d["suite"] in IMPORT_NAMES for d in datas) else
+           "; the data and environment mutants of a suite alone: `python3 benchmarks/mutate.py "
+           f"--suites SUITE --kinds data,env --results-suffix={INPUTS_SUFFIX}`")
+        + " (options: `--help`). Raw results: "
         "`benchmarks/.work/mutate/results/<suite>.json`; every run's output: "
         "`benchmarks/.work/<python-tag>/<suite>/state/mutate/logs/`.",
         "",
