@@ -136,8 +136,10 @@ def _ini(config: pytest.Config) -> dict:
 
 
 def _environment_variables(patterns: tuple[str, ...]) -> dict[str, str]:
+    """Digests of the matching variables' values: they may be secrets, and the
+    environment is stored (in the store and in pytest's cache)."""
     return {
-        name: value
+        name: digest_bytes(value.encode("utf-8", "surrogateescape"))
         for name, value in sorted(os.environ.items())
         if any(fnmatch.fnmatchcase(name, pattern) for pattern in patterns)
     }
