@@ -851,6 +851,31 @@ def kill_live() -> None:
             pass
 
 
+def _run_logged(cmd: list[str], cwd: str, env: dict, log, timeout: float) -> int | None:
+    """Run ``cmd`` in its own session, output to ``log``; its exit code, None on timeout.
+
+    The process group is killed on timeout or interruption, and the process is known
+    to :func:`kill_live` while it runs."""
+    proc = subprocess.Popen(cmd, cwd=cwd, env=env, stdout=log, stderr=subprocess.STDOUT,
+                            stdin=subprocess.DEVNULL, start_new_session=True,
+                            preexec_fn=_preexec)
+    with _LIVE_LOCK:
+        _LIVE.add(proc)
+    try:
+        return proc.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        return None
+    finally:
+        if proc.poll() is None:
+            try:
+                os.killpg(proc.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+            proc.wait()
+        with _LIVE_LOCK:
+            _LIVE.discard(proc)
+
+
 def run_pytest(suite: "SuiteAdapter", label: str, vault: bool, store: Path, timeout: float,
                extra: list[str] | None = None, logdir: Path | None = None,
                extra_env: dict | None = None) -> Run:
@@ -876,28 +901,10 @@ def run_pytest(suite: "SuiteAdapter", label: str, vault: bool, store: Path, time
     env.setdefault("PYTHONHASHSEED", "0")
     env["COLUMNS"] = "100"
     t0 = time.monotonic()
-    exit_code: int | None
     with open(logfile, "w", encoding="utf-8", errors="replace") as log:
         log.write("$ " + " ".join(args) + "\n")
         log.flush()
-        proc = subprocess.Popen(args, cwd=suite.cwd, env=env, stdout=log,
-                                stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                start_new_session=True, preexec_fn=_preexec)
-        with _LIVE_LOCK:
-            _LIVE.add(proc)
-        try:
-            exit_code = proc.wait(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            exit_code = None
-        finally:
-            if proc.poll() is None:
-                try:
-                    os.killpg(proc.pid, signal.SIGKILL)
-                except ProcessLookupError:
-                    pass
-                proc.wait()
-            with _LIVE_LOCK:
-                _LIVE.discard(proc)
+        exit_code = _run_logged(args, suite.cwd, env, log, timeout)
     seconds = time.monotonic() - t0
     records = []
     if outcomes.exists():
@@ -1062,21 +1069,8 @@ def coverage_lines(suite: SuiteAdapter, files: list[str], timeout: float) -> dic
            "-p", "no:cachevault", *suite.extra_args]
     cmd += ["-o", f"cache_dir={suite.workdir / 'coverage-cache'}"]
     with open(logdir / "coverage.log", "w") as log:
-        proc = subprocess.Popen(cmd, cwd=suite.cwd, env=env, stdout=log,
-                                stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                start_new_session=True, preexec_fn=_preexec)
-        with _LIVE_LOCK:
-            _LIVE.add(proc)
-        try:
-            proc.wait(timeout=timeout)
-        except subprocess.TimeoutExpired:
+        if _run_logged(cmd, suite.cwd, env, log, timeout) is None:
             return None
-        finally:
-            if proc.poll() is None:
-                os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait()
-            with _LIVE_LOCK:
-                _LIVE.discard(proc)
     rc = subprocess.run([suite.python, "-m", "coverage", "json", "-o", str(out)], cwd=suite.cwd,
                         env=env, capture_output=True)
     if rc.returncode != 0 or not out.exists():

@@ -143,7 +143,7 @@ class Observer:
         self._hooked = False
         self._stdlib = _stdlib_prefixes()
         self._tooling: tuple[str, ...] = ()
-        self._own = _package_dirs(("pytest_cachevault",))
+        self._own = os.path.join(os.path.dirname(_THIS_FILE), "")  # this plugin's package
 
     def start(self) -> None:
         global _env_listener, _mark_broken
