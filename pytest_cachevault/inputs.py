@@ -54,10 +54,20 @@ def is_group(value: object) -> bool:
     )
 
 
-def _is_safe_relpath(relpath: str) -> bool:
-    """Relative, POSIX, no ``..``: a path read from the store stays under the rootdir."""
+def is_safe_relpath(relpath: str) -> bool:
+    """Relative, POSIX, no ``..``: a path read from the store stays under the rootdir.
+
+    Also no NUL (``os.stat`` would raise), no backslash and no drive (``C:``), which
+    Windows would read as a way out."""
     parts = relpath.split("/")
-    return bool(relpath) and not relpath.startswith("/") and ".." not in parts and "\\" not in relpath
+    return (
+        bool(relpath)
+        and not relpath.startswith("/")
+        and ".." not in parts
+        and "\\" not in relpath
+        and "\0" not in relpath
+        and not (relpath[1:2] == ":" and relpath[:1].isalpha())
+    )
 
 
 class Dependencies:
@@ -212,7 +222,7 @@ class Dependencies:
         """What in ``group`` differs now (``changed: path``, ``env: NAME``), or None."""
         for kind in ("file", "code", "listing"):
             for relpath, digest in group.get(kind, {}).items():
-                if not (_is_safe_relpath(relpath) or relpath == "."):
+                if not (is_safe_relpath(relpath) or relpath == "."):
                     return f"changed: {relpath} (not a path under the rootdir)"
                 if self.hasher.digest(relpath, kind) != digest:  # type: ignore[arg-type]
                     return f"changed: {relpath}" + ("/ (its entries)" if kind == "listing" else "")

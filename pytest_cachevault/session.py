@@ -61,7 +61,7 @@ class VaultSession:
         self.root: Path = config.rootpath
         self.deps = Dependencies(self.root, hasher, excluded_prefixes)
         self.preloaded = self.deps.relpaths(preloaded)
-        self.writable = True
+        self.writable = not vault.readonly
         self.problems: list[str] = []
         #: What each higher-scoped fixture did while being set up (ran, read, listed,
         #: started...), for every test using it: only the first user's window saw it.
@@ -127,6 +127,8 @@ class VaultSession:
                 stored_warnings = []
             return Verdict(reports, replay.CACHED, warnings=stored_warnings)
         if first_change is None:
+            if key in self.store.ignored:  # PYTEST_VAULT_KEY set, records not signed with it
+                return Verdict(None, NEW, self.store.ignored[key])
             if self.environment_change:
                 return Verdict(None, NEW, f"environment: {self.environment_change}")
             return Verdict(None, NEW, NEW)
