@@ -3,6 +3,7 @@ ignores the others; paths in records never lead outside the rootdir."""
 
 from __future__ import annotations
 
+import json
 import re
 import shutil
 
@@ -238,3 +239,38 @@ def test_a_record_naming_a_file_outside_the_rootdir_is_never_read(form, basic_pr
     described = run_vault("--vault-readonly", "--vault-explain=test_basic.py::test_add", "-v")
     described.stdout.fnmatch_lines([f"*file*{name}*not a path under the rootdir: never read"])
     assert replayed(described) == BASIC_IDS - {"test_basic.py::test_add"}
+
+
+@pytest.mark.parametrize("where", ["outside", "in-tree-not-python"])
+def test_a_replayed_warning_cannot_show_a_line_of_another_file(where, pytester, run_vault, tmp_path):
+    """pytest prints the source line of each warning; a record names the file. Only a
+    Python source of the project or of an install location is shown."""
+    pytester.makepyfile(
+        test_warns="""
+            import warnings
+
+
+            def test_warns():
+                warnings.warn("old api", DeprecationWarning)
+        """
+    )
+    secret = tmp_path / "secret.txt" if where == "outside" else pytester.path / ".env"
+    secret.write_text("TOKEN=hunter2\n")
+    first = run_vault()
+    first.assert_outcomes(passed=1, warnings=1)
+    first.stdout.fnmatch_lines(["*test_warns.py:5: DeprecationWarning: old api", "*warnings.warn(*"])
+
+    record = record_of(run_vault.store, "test_warns.py::test_warns")
+    store = Store(run_vault.store)
+    payload = store.read_record(record).payload
+    warning = json.loads(payload["warnings"][0])
+    warning.update(filename=str(secret), lineno=1)
+    payload["warnings"] = [json.dumps(warning)]
+    store.put_record(record.parent.name, record.stem, payload)
+
+    result = run_vault()
+    no_traceback(result)
+    assert vault_counts(result) == (1, 0)
+    result.assert_outcomes(passed=1, warnings=1)
+    result.stdout.fnmatch_lines([f"*<{secret.name}>:1: DeprecationWarning: old api"])
+    assert "hunter2" not in result.stdout.str()
