@@ -67,6 +67,9 @@ class VaultConfig:
     env_patterns: tuple[str, ...]
     lockfile_globs: tuple[str, ...]
     allow: frozenset[str] = frozenset()
+    #: Replay the tests of unchanged test modules without importing them (ini
+    #: ``vault_skip_collection``).
+    skip_collection: bool = True
 
 
 def parse_size(text: str, option: str) -> int:
@@ -199,4 +202,5 @@ def load(config: pytest.Config) -> VaultConfig:
         env_patterns=env_patterns,
         lockfile_globs=lockfiles,
         allow=allow,
+        skip_collection=bool(config.getini("vault_skip_collection")),
     )

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import filelock
 
-from .store import Store, is_name
+from .store import COLLECTIONS, RESULTS, Store, is_name
 
 GRACE_SECONDS = 3600.0
 
@@ -87,17 +87,20 @@ def _collect(store: Store, max_size: int, max_age: float, now: float, grace: flo
             remove(path, st.st_size)
 
     # Records, oldest use first; unreadable ones and those past max_age go now.
-    live: list[tuple[float, Path, int, list[str]]] = []
-    for path, st in store.iter_records():
-        payload = store.read_record(path)
-        if payload is None or st.st_mtime < now - max_age:
-            remove(path, st.st_size)
-            result.records_removed += 1
-        else:
-            live.append((st.st_mtime, path, st.st_size, _references(payload)))
+    # Collection records are pruned alike but not counted: they are worth nothing
+    # without the test results they list.
+    live: list[tuple[float, Path, int, list[str], bool]] = []
+    for area in (RESULTS, COLLECTIONS):
+        for path, st in store.iter_records(area):
+            payload = store.read_record(path)
+            if payload is None or st.st_mtime < now - max_age:
+                remove(path, st.st_size)
+                result.records_removed += area == RESULTS
+            else:
+                live.append((st.st_mtime, path, st.st_size, _references(payload), area == RESULTS))
     live.sort()
 
-    refcount: Counter[str] = Counter(name for *_, refs in live for name in refs)
+    refcount: Counter[str] = Counter(name for *_, refs, _ in live for name in refs)
     objects = {name: (path, st) for name, path, st in store.iter_objects()}
 
     def drop_object(name: str) -> None:
@@ -109,19 +112,19 @@ def _collect(store: Store, max_size: int, max_age: float, now: float, grace: flo
         if refcount[name] == 0 and st.st_mtime < now - grace:
             drop_object(name)
 
-    total = sum(size for _, _, size, _ in live) + sum(st.st_size for _, st in objects.values())
+    total = sum(size for _, _, size, _, _ in live) + sum(st.st_size for _, st in objects.values())
     kept = []
-    for index, (mtime, path, size, refs) in enumerate(live):
+    for index, (mtime, path, size, refs, is_result) in enumerate(live):
         if total <= max_size:
             kept = live[index:]
             break
         remove(path, size)
         total -= size
-        result.records_removed += 1
+        result.records_removed += is_result
         for name in refs:
             refcount[name] -= 1
             if refcount[name] == 0 and name in objects:
                 total -= objects[name][1].st_size
                 drop_object(name)
-    result.records_kept = len(kept)
+    result.records_kept = sum(is_result for *_, is_result in kept)
     result.bytes_kept = total

@@ -4,6 +4,7 @@ Knows nothing of pytest. Layout::
 
     <dir>/CACHEDIR.TAG
     <dir>/v1/records/<key[:2]>/<key>/<name>.json   candidate results of one test key
+    <dir>/v1/collections/<key[:2]>/<key>/<name>.json   the same for what a test module held
     <dir>/v1/objects/<id[:2]>/<id>.json            shared input sets, named by content
     <dir>/v1/runs/<ms>-<random>.json               one line of counts per finished run
     <dir>/v1/tmp/                                  staging for write-then-rename
@@ -35,6 +36,9 @@ from .hashing import digest_bytes
 SCHEMA = 1
 LAYOUT = f"v{SCHEMA}"
 MAX_CANDIDATES = 8
+#: The areas records live in: test results, and test modules' collections.
+RESULTS = "records"
+COLLECTIONS = "collections"
 #: Run summaries kept (for ``--vault-stats``); older ones go at the next write.
 MAX_RUNS = 100
 CACHEDIR_TAG = (
@@ -71,8 +75,8 @@ class Store:
     def __init__(self, directory: Path) -> None:
         self.directory = directory
         self.base = directory / LAYOUT
-        self.records = self.base / "records"
-        self._records_str = str(self.records)
+        self.records = self.base / RESULTS
+        self.collections = self.base / COLLECTIONS
         self.objects = self.base / "objects"
         self.runs = self.base / "runs"
         self.tmp = self.base / "tmp"
@@ -83,7 +87,7 @@ class Store:
     def ensure(self) -> None:
         """Create the layout and ``CACHEDIR.TAG``; raise :class:`StoreError` if impossible."""
         try:
-            for path in (self.records, self.objects, self.runs, self.tmp):
+            for path in (self.records, self.collections, self.objects, self.runs, self.tmp):
                 path.mkdir(parents=True, exist_ok=True)
             tag = self.directory / "CACHEDIR.TAG"
             if not tag.exists():
@@ -92,16 +96,16 @@ class Store:
             raise StoreError(f"cannot use the vault at {self.directory}: {exc}") from exc
 
     # -- records ------------------------------------------------------------------
-    def _key_dir(self, key: str) -> Path:
-        return self.records / key[:2] / key
+    def _key_dir(self, key: str, area: str) -> Path:
+        return self.base / area / key[:2] / key
 
-    def candidates(self, key: str) -> Iterator[Candidate]:
+    def candidates(self, key: str, area: str = RESULTS) -> Iterator[Candidate]:
         """Stored results for ``key``, most recently used first; bad files are skipped.
 
         Called once per test on every run: plain ``os`` calls on strings, and no
         ordering ``stat`` when there is one candidate (the common case)."""
         try:
-            entries = list(os.scandir(os.path.join(self._records_str, key[:2], key)))
+            entries = list(os.scandir(self._key_dir(key, area)))
         except OSError:
             return
         if len(entries) == 1:
@@ -149,7 +153,7 @@ class Store:
             return None
         return payload
 
-    def put_record(self, key: str, name: str, payload: dict) -> Path:
+    def put_record(self, key: str, name: str, payload: dict, area: str = RESULTS) -> Path:
         """Store ``payload`` as the candidate ``name`` of ``key``, replacing one of that name.
 
         Callers name a record by its inputs, so that recording a test again with the same
@@ -159,7 +163,7 @@ class Store:
         body = _canonical(payload)
         checksum = digest_bytes(body)
         data = b'{"schema":%d,"checksum":"%s","payload":%s}' % (SCHEMA, checksum.encode(), body)
-        directory = self._key_dir(key)
+        directory = self._key_dir(key, area)
         path = directory / f"{name}.json"
         self._mkdir(directory)
         self._write(path, data)
@@ -241,8 +245,8 @@ class Store:
         return runs
 
     # -- listing, for garbage collection -----------------------------------------
-    def iter_records(self) -> Iterator[tuple[Path, os.stat_result]]:
-        for shard in _scandirs(self.records):
+    def iter_records(self, area: str = RESULTS) -> Iterator[tuple[Path, os.stat_result]]:
+        for shard in _scandirs(self.base / area):
             for key_dir in _scandirs(Path(shard.path)):
                 for entry in _scandir(Path(key_dir.path)):
                     try:
@@ -278,7 +282,7 @@ class Store:
     def remove(self, path: Path) -> None:
         """Delete a file of the store; a record's key directory goes with its last record."""
         _unlink(path)
-        if path.parent.parent.parent == self.records:
+        if path.parent.parent.parent in (self.records, self.collections):
             try:
                 path.parent.rmdir()
             except OSError:
