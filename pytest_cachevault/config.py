@@ -73,6 +73,9 @@ class VaultConfig:
     readonly: bool = False
     #: ``PYTEST_VAULT_KEY``: sign records, and ignore those not signed with it.
     key: bytes | None = dataclasses.field(default=None, repr=False)
+    #: Replay the tests of unchanged test modules without importing them (ini
+    #: ``vault_skip_collection``).
+    skip_collection: bool = True
 
 
 def parse_size(text: str, option: str) -> int:
@@ -216,4 +219,5 @@ def load(config: pytest.Config) -> VaultConfig:
         allow=allow,
         readonly=readonly,
         key=os.environ.get(ENV_KEY, "").encode("utf-8", "surrogateescape") or None,
+        skip_collection=bool(config.getini("vault_skip_collection")),
     )

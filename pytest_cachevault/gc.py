@@ -18,7 +18,7 @@ from pathlib import Path
 
 import filelock
 
-from .store import Store, StoreError, is_name
+from .store import COLLECTIONS, RESULTS, Store, StoreError, is_name
 
 GRACE_SECONDS = 3600.0
 
@@ -103,19 +103,22 @@ def _collect(store: Store, max_size: int, max_age: float, now: float, grace: flo
             remove(path, st.st_size)
 
     # Records, oldest use first; unreadable ones and those past max_age go now.
-    live: list[tuple[float, Path, int, list[str]]] = []
-    for path, st in store.iter_records():
-        found = store.read_record(path)
-        if found.status == "missing":
-            continue
-        if found.status == "bad" or st.st_mtime < now - max_age:
-            remove(path, st.st_size)
-            result.records_removed += 1
-        else:
-            live.append((st.st_mtime, path, st.st_size, _references(found.payload or {})))
+    # Collection records are pruned alike but not counted: they are worth nothing
+    # without the test results they list.
+    live: list[tuple[float, Path, int, list[str], bool]] = []
+    for area in (RESULTS, COLLECTIONS):
+        for path, st in store.iter_records(area):
+            found = store.read_record(path)
+            if found.status == "missing":
+                continue
+            if found.status == "bad" or st.st_mtime < now - max_age:
+                remove(path, st.st_size)
+                result.records_removed += area == RESULTS
+            else:
+                live.append((st.st_mtime, path, st.st_size, _references(found.payload or {}), area == RESULTS))
     live.sort()
 
-    refcount: Counter[str] = Counter(name for *_, refs in live for name in refs)
+    refcount: Counter[str] = Counter(name for *_, refs, _ in live for name in refs)
     objects = {name: (path, st) for name, path, st in store.iter_objects()}
 
     def drop_object(name: str) -> None:
@@ -127,19 +130,19 @@ def _collect(store: Store, max_size: int, max_age: float, now: float, grace: flo
         if refcount[name] == 0 and st.st_mtime < now - grace:
             drop_object(name)
 
-    total = sum(size for _, _, size, _ in live) + sum(st.st_size for _, st in objects.values())
+    total = sum(size for _, _, size, _, _ in live) + sum(st.st_size for _, st in objects.values())
     kept = []
-    for index, (mtime, path, size, refs) in enumerate(live):
+    for index, (mtime, path, size, refs, is_result) in enumerate(live):
         if total <= max_size:
             kept = live[index:]
             break
         remove(path, size)
         total -= size
-        result.records_removed += 1
+        result.records_removed += is_result
         for name in refs:
             refcount[name] -= 1
             if refcount[name] == 0 and name in objects:
                 total -= objects[name][1].st_size
                 drop_object(name)
-    result.records_kept = len(kept)
+    result.records_kept = sum(is_result for *_, is_result in kept)
     result.bytes_kept = total

@@ -103,12 +103,14 @@ class Dependencies:
         #: Relative paths of the test modules pytest collected (not library code).
         self.test_modules: set[str] = set()
         self._loaded: tuple[int, frozenset[str]] = (-1, frozenset())
-        #: Library modules loaded once collection is over; see :meth:`changed_shared`.
-        self.baseline: frozenset[str] = frozenset()
+        #: Library modules loaded once collection is over (None before); see
+        #: :meth:`changed_shared`.
+        self.baseline: frozenset[str] | None = None
         self._memoized: tuple[int, list] = (-1, [])
         self._external: tuple[int, dict[str, str]] = (-1, {})
         self.external_baseline: dict[str, str] = {}
         self._verified: dict[str, str | None] = {}
+        self._verified_since_collection: dict[str, str | None] = {}
 
     # -- names ----------------------------------------------------------------------
     def relpath(self, filename: str) -> str | None:
@@ -255,21 +257,29 @@ class Dependencies:
     def changed_shared(self, name: str, group: Group) -> str | None:
         """:meth:`changed` for a shared group, remembered for the rest of the run.
 
-        Also fails a group recorded when fewer library modules were loaded than were
-        after this run's collection: a module that was not there then may have changed
-        shared state at import.
+        Once collection is over (:meth:`collection_finished`), also fails a group
+        recorded when fewer library modules were loaded than are now: a module that was
+        not there then may have changed shared state at import.
         """
         if name not in self._verified:
-            verdict = self.changed(group)
-            if verdict is None:
-                missing = self.baseline - group["code"].keys()
-                verdict = f"changed: {min(missing)} (now loaded)" if missing else None
+            self._verified[name] = self.changed(group)
+        if self._verified[name] is not None or self.baseline is None:
+            return self._verified[name]
+        if name not in self._verified_since_collection:
+            missing = self.baseline - group["code"].keys()
+            verdict = f"changed: {min(missing)} (now loaded)" if missing else None
             if verdict is None:
                 recorded = group.get("external", {})
                 if any(recorded.get(k) != v for k, v in self.external_baseline.items()):
                     verdict = "changed: code outside the rootdir"
-            self._verified[name] = verdict
-        return self._verified[name]
+            self._verified_since_collection[name] = verdict
+        return self._verified_since_collection[name]
+
+    def collection_finished(self) -> None:
+        """Fix what collection loaded: shared groups are held against it from now on."""
+        self.baseline = self.loaded_library()
+        self.external_baseline = self.external()
+        self._verified_since_collection = {}
 
 
 _LRU_CACHE_WRAPPER = type(functools.lru_cache(lambda: None))

@@ -11,12 +11,13 @@ from __future__ import annotations
 import os
 import sys
 import sysconfig
+import warnings
 from pathlib import Path
 
 import pytest
 
 from . import config as vault_config
-from . import explain, fingerprint, gc, replay, stats
+from . import collect, explain, fingerprint, gc, replay, stats
 from .hashing import Hasher
 from .inputs import Dependencies
 from .report import VaultReporter
@@ -96,6 +97,10 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         help="store tests that start processes (subprocess) or reach other hosts (network) "
         "anyway; a subprocess test then depends on every in-tree source file.",
     )
+    parser.addini(
+        "vault_skip_collection", type="bool", default=True,
+        help="replay the tests of an unchanged test module without importing it (default true).",
+    )
     parser.addini("vault_max_size", default="", help="size limit for --vault-gc.")
     parser.addini("vault_max_age", default="", help="age limit for --vault-gc.")
 
@@ -119,7 +124,11 @@ def _excluded_prefixes(root: str) -> tuple[str, ...]:
 def _tool_directories(config: pytest.Config, store: Path) -> tuple[str, ...]:
     """Where tools keep their own state during a run: what a test reads there is no input."""
     root = config.rootpath
-    directories = [store, root / config.getini("cache_dir"), root / ".hypothesis"]
+    directories = [store, root / ".hypothesis"]
+    try:
+        directories.append(root / config.getini("cache_dir"))
+    except ValueError:  # -p no:cacheprovider
+        pass
     if config.option.basetemp:
         directories.append(Path(config.option.basetemp))
     return tuple(os.path.join(os.path.realpath(d), "") for d in directories)
@@ -221,6 +230,19 @@ def pytest_configure(config: pytest.Config) -> None:
     config.pluginmanager.register(Replayer(), "cachevault-replayer")
 
 
+def _can_skip_collection(config: pytest.Config, vault: vault_config.VaultConfig) -> bool:
+    """Whether unchanged test modules may stand in, unimported: not when tests are
+    selected by name or mark (stand-ins keep no more than pytest needs to replay them)."""
+    option = config.option
+    selecting = ("keyword", "markexpr", "deselect", "lf", "stepwise", "stepwise_skip")
+    return (
+        vault.skip_collection
+        and not vault.bypass
+        and not any(getattr(option, name, None) for name in selecting)
+        and not any("::" in str(arg) for arg in config.args)
+    )
+
+
 def _describe(config: pytest.Config, vault: vault_config.VaultConfig, nodeid: str) -> list[str]:
     """``--vault-explain=NODEID``, answered from the store after the run."""
     hasher = Hasher(config.rootpath)
@@ -241,12 +263,17 @@ class Replayer:
     """Short-circuits the run protocol of a test whose lookup hit."""
 
     @pytest.hookimpl(tryfirst=True)
-    def pytest_runtest_protocol(self, item: pytest.Item) -> bool | None:
+    def pytest_runtest_protocol(self, item: pytest.Item, nextitem: pytest.Item | None) -> bool | None:
         verdict = item.stash.get(_verdict_key, None)
-        if verdict is None or verdict.reports is None:
-            return None
-        replay.emit(item, verdict.reports, verdict.warnings)
-        return True
+        if verdict is not None and verdict.reports is not None:
+            replay.emit(item, verdict.reports, verdict.warnings)
+            return True
+        if isinstance(item, collect.StoredItem):  # it changed during the run: run it for real
+            real = collect.realize(item)
+            if real is not None:
+                real.ihook.pytest_runtest_protocol(item=real, nextitem=nextitem)
+                return True
+        return None
 
 
 class VaultPlugin:
@@ -259,28 +286,84 @@ class VaultPlugin:
         self._reports: list[pytest.TestReport] = []
         self._warnings: list = []
         self._replayed_any = False
+        self.skip_collection = _can_skip_collection(session.config, session.vault)
+        #: Test modules collected for real and what they held, to be stored.
+        self._collected_items: dict[pytest.Collector, list[pytest.Item]] = {}
+        self._realized = False
 
     # -- collection ---------------------------------------------------------------------
+    @pytest.hookimpl(tryfirst=True)
+    def pytest_pycollect_makemodule(self, module_path: Path, parent: pytest.Collector):
+        """A stand-in for a test module whose stored collection and tests would all replay."""
+        if not self.skip_collection or module_path.name == "__init__.py":
+            return None
+        return self._guard(f"looking up the collection of {module_path.name}",
+                           lambda: self._stand_in(module_path, parent), None)
+
+    def _stand_in(self, path: Path, parent: pytest.Collector) -> collect.StoredModule | None:
+        relpath = self.session.deps.relpath(str(path))
+        stored = None if relpath is None else self.session.stored_collection(relpath)
+        if stored is None:
+            return None
+        module = collect.StoredModule.from_parent(parent, path=path, stored=stored)
+        if not all(map(self.session.would_replay, module.node_ids())):
+            return None
+        self.session.deps.test_modules.add(relpath)  # type: ignore[arg-type]
+        return module
+
     @pytest.hookimpl(wrapper=True)
     def pytest_make_collect_report(self, collector: pytest.Collector):
         if not isinstance(collector, pytest.Module) or type(collector).__name__ == "DoctestModule":
             return (yield)
         self.tracer.push()
+        # Warnings of the import are caught to be known, then passed on: a module whose
+        # collection warns is not stored, as a stand-in would not warn.
+        with warnings.catch_warnings(record=True) as caught:
+            try:
+                report = yield
+            finally:
+                executed = self.tracer.pop()
+        for message in caught:
+            warnings.warn_explicit(message.message, message.category, message.filename, message.lineno)
+        relpath = self.session.deps.relpath(str(collector.path))
+        if relpath is not None:
+            self.session.deps.test_modules.add(relpath)
+            self.session.collected[relpath] = executed
+            if report.passed and not caught:
+                self._collected_items[collector] = []
+        return report
+
+    def pytest_itemcollected(self, item: pytest.Item) -> None:
+        items = self._collected_items.get(item.getparent(pytest.Module))
+        if items is not None:
+            items.append(item)
+
+    def pytest_collectreport(self, report: pytest.CollectReport) -> None:
+        if not report.passed:  # a class in the module failed: its tests are not all known
+            for module in [m for m in self._collected_items if report.nodeid.startswith(m.nodeid)]:
+                del self._collected_items[module]
+
+    @pytest.hookimpl(wrapper=True, tryfirst=True)
+    def pytest_collection_modifyitems(self, session: pytest.Session, config: pytest.Config,
+                                      items: list[pytest.Item]):
+        """Should another plugin fail on a stand-in, the real tests are collected for it."""
         try:
             return (yield)
-        finally:
-            executed = self.tracer.pop()
-            relpath = self.session.deps.relpath(str(collector.path))
-            if relpath is not None:
-                self.session.deps.test_modules.add(relpath)
-                self.session.module_files[relpath] = self.session.deps.relpaths(
-                    executed.function_files | executed.read
-                )
+        except Exception:
+            if self._realized or not any(isinstance(i, collect.StoredItem) for i in items):
+                raise
+        self._realized = True
+        items[:] = [collect.realize(i) or i if isinstance(i, collect.StoredItem) else i for i in items]
+        return config.hook.pytest_collection_modifyitems(session=session, config=config, items=items)
 
     def pytest_collection_finish(self) -> None:
-        deps = self.session.deps
-        deps.baseline = deps.loaded_library()
-        deps.external_baseline = deps.external()
+        self.session.deps.collection_finished()
+        if os.environ.get("PYTEST_XDIST_WORKER", "gw0") != "gw0":
+            return  # every worker collects the same: one writes
+        for module, items in self._collected_items.items():
+            self._guard(f"recording the collection of {module.nodeid}",
+                        lambda: self.session.record_collection(module, items), None)
+        self._collected_items.clear()
 
     @pytest.hookimpl(tryfirst=True)
     def pytest_runtestloop(self) -> None:
@@ -305,7 +388,7 @@ class VaultPlugin:
             return Verdict(None, BYPASS, f"{BYPASS} (--vault-bypass)")
         if self.session.deps.relpath(str(item.path)) is None:
             return Verdict(None, UNCACHEABLE, f"{UNCACHEABLE}: the test file is outside the rootdir")
-        return self.session.lookup(item)
+        return self.session.lookup(item.nodeid)
 
     def _guard(self, what: str, action, default):
         """Run a vault step; a failure of the vault is a warning, never a failed run."""
@@ -327,6 +410,8 @@ class VaultPlugin:
         item.stash[_verdict_key] = verdict
         if verdict.reports is not None:
             self._replayed_any = True
+            return (yield)
+        if isinstance(item, collect.StoredItem):  # the Replayer runs the real test instead
             return (yield)
         self._reports = []
         self._warnings = []

@@ -11,15 +11,16 @@ import dataclasses
 import json
 import time
 import warnings
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from . import audit, fingerprint, replay
+from . import audit, collect, fingerprint, replay
 from .config import VaultConfig
 from .hashing import Hasher, digest_bytes
 from .inputs import Dependencies, Group, empty_group, env_group, is_group
-from .store import Store, StoreError, is_name
+from .store import COLLECTIONS, RESULTS, Candidate, Store, StoreError, is_name
 from .trace import Executed, Tracer
 
 NEW = "new"
@@ -66,13 +67,16 @@ class VaultSession:
         #: What each higher-scoped fixture did while being set up (ran, read, listed,
         #: started...), for every test using it: only the first user's window saw it.
         self.fixture_setups: dict[object, list[Executed]] = {}
-        #: Files whose functions ran while a test module was collected (parametrize values...).
-        self.module_files: dict[str, set[str]] = {}
+        #: What each test module's collection ran, read, listed and looked up in the
+        #: environment (parametrize values, skip conditions...): an input of its tests.
+        self.collected: dict[str, Executed] = {}
         #: Library files whose functions ran in a test that imported a library module:
         #: what ran may have been that import computing module state (``TABLE =
         #: build()``), which every later test sees. Shared by every later record.
         self.late_import_files: set[str] = set()
         self._objects: dict[str, object] = {}
+        #: Records read while deciding on a stand-in, until the test's own lookup.
+        self._read_ahead: dict[str, list[Candidate]] = {}
         self._import_state: tuple[tuple, str | None] = ((), None)
         self.environment = fingerprint.environment(config, vault, hasher)
         self.environment_id = fingerprint.environment_digest(self.environment)
@@ -103,15 +107,33 @@ class VaultSession:
             changed = "" if group is None else self.deps.changed_shared(name, group)
         return changed
 
-    def lookup(self, item: pytest.Item) -> Verdict:
-        key = fingerprint.key_of(self.environment_id, item.nodeid)
-        first_change = None
-        for candidate in self.store.candidates(key):
+    def _unchanged(self, key: str, changes: list[str], area: str = RESULTS) -> Iterator[Candidate]:
+        """The candidates of ``key`` whose inputs are unchanged; the first change goes to ``changes``."""
+        read_ahead = self._read_ahead.pop(key, None)
+        for candidate in self.store.candidates(key, area) if read_ahead is None else read_ahead:
+            changed = self._changed(candidate.payload)
+            if changed is None:
+                yield candidate
+            elif not changes:
+                changes.append(changed)
+
+    def would_replay(self, nodeid: str) -> bool:
+        """Whether the test would be replayed now (its reports are not parsed yet).
+
+        The records read are kept for the test's lookup, which checks them again: a
+        test that runs in between may change what they depend on."""
+        key = fingerprint.key_of(self.environment_id, nodeid)
+        candidates = list(self.store.candidates(key))
+        self._read_ahead[key] = candidates
+        candidate = next(self._unchanged(key, []), None)
+        self._read_ahead[key] = candidates
+        return candidate is not None and candidate.payload.get("outcome") == "passed"
+
+    def lookup(self, nodeid: str) -> Verdict:
+        changes: list[str] = []
+        key = fingerprint.key_of(self.environment_id, nodeid)
+        for candidate in self._unchanged(key, changes):
             payload = candidate.payload
-            changed = self._changed(payload)
-            if changed is not None:
-                first_change = first_change if first_change is not None else changed
-                continue
             if payload.get("outcome") == "failed":
                 return Verdict(None, FAILED_LAST_TIME, FAILED_LAST_TIME)
             if payload.get("outcome") == UNCACHEABLE:
@@ -119,20 +141,26 @@ class VaultSession:
             try:
                 reports = replay.from_stored(self.config, payload.get("reports"))
             except replay.BadRecord as exc:
-                self.problems.append(f"unusable record for {item.nodeid}: {exc}")
+                self.problems.append(f"unusable record for {nodeid}: {exc}")
                 continue
             self.store.touch(candidate)
             stored_warnings = payload.get("warnings")
             if not isinstance(stored_warnings, list):
                 stored_warnings = []
             return Verdict(reports, replay.CACHED, warnings=stored_warnings)
-        if first_change is None:
+        if not changes:
             if key in self.store.ignored:  # PYTEST_VAULT_KEY set, records not signed with it
                 return Verdict(None, NEW, self.store.ignored[key])
             if self.environment_change:
                 return Verdict(None, NEW, f"environment: {self.environment_change}")
             return Verdict(None, NEW, NEW)
-        return Verdict(None, CHANGED, first_change or "changed: an unreadable record")
+        return Verdict(None, CHANGED, changes[0] or "changed: an unreadable record")
+
+    def stored_collection(self, relpath: str) -> list | None:
+        """The tests of a test module as its unchanged collection record lists them, if any."""
+        key = collect.collection_key(self.environment_id, relpath)
+        candidate = next(self._unchanged(key, [], COLLECTIONS), None)
+        return None if candidate is None else collect.valid_items(candidate.payload.get("items"))
 
     # -- recording --------------------------------------------------------------------
     def _uncacheable(self, executed: Executed) -> str:
@@ -145,40 +173,28 @@ class VaultSession:
             return f"connected to {executed.network}"
         return ""
 
-    def _with_fixtures(self, item: pytest.Item, executed: Executed) -> Executed:
-        """What the test did, plus what the setups of its higher-scoped fixtures did.
-
-        A file such a fixture wrote is its output, not an input of the tests using it."""
-        setups = [
-            setup
-            for fixturedefs in getattr(getattr(item, "_fixtureinfo", None), "name2fixturedefs", {}).values()
-            for fixturedef in fixturedefs
-            for setup in self.fixture_setups.get(fixturedef, ())
-        ]
-        if not setups:
-            return executed
-        written = frozenset().union(*(setup.written for setup in setups))
-        env = dict(executed.env)
-        for setup in setups:
-            for name, value in setup.env.items():
-                env.setdefault(name, value)
-        return executed._replace(
-            files=executed.files.union(*(setup.files for setup in setups)),
-            read=executed.read.union(*(setup.read for setup in setups)) - written,
-            listed=executed.listed.union(*(setup.listed for setup in setups)),
-            env=env,
-            spawned=executed.spawned or next((s.spawned for s in setups if s.spawned), None),
-            network=executed.network or next((s.network for s in setups if s.network), None),
-        )
-
-    def _own_inputs(self, item: pytest.Item, executed: Executed) -> Group | None:
-        """The item's own inputs, or None if it cannot be fingerprinted."""
+    def _helpers(self, item: pytest.Item) -> list[Executed]:
+        """What was done for ``item`` outside its own window: its module's collection
+        (parametrize values, skip conditions...) and its higher-scoped fixtures' setups."""
+        found = []
         module = self.deps.relpath(str(item.path))
+        collected = self.collected.get(module) if module else None
+        if collected is not None:  # module bodies run at import count as import state
+            found.append(collected._replace(files=collected.function_files))
+        fixtureinfo = getattr(item, "_fixtureinfo", None)
+        for fixturedefs in getattr(fixtureinfo, "name2fixturedefs", {}).values():
+            for fixturedef in fixturedefs:
+                found.extend(self.fixture_setups.get(fixturedef, ()))
+        return found
+
+    def _inputs(self, path: Path, executed: Executed) -> Group | None:
+        """The own inputs of the tests of the module at ``path`` that did ``executed``;
+        None if that module is not under the rootdir."""
+        module = self.deps.relpath(str(path))
         if module is None:
             return None
         files = self.deps.relpaths(executed.files | executed.read)
         files.add(module)
-        files |= self.module_files.get(module, set())
         if executed.spawned and "subprocess" in self.vault.allow:
             files |= self.deps.all_sources()  # the child may have run any of them
         group = empty_group()
@@ -187,7 +203,7 @@ class VaultSession:
             group["listing"] = self.deps.listings(executed.listed)
         if executed.env:
             group["env"] = env_group(executed.env)
-        directory = item.path.parent
+        directory = path.parent
         while True:  # conftests above the test, and where there is none: its absence
             conftest = self.deps.relpath(str(directory / "conftest.py"))
             if conftest is None and directory.is_relative_to(self.root):
@@ -225,8 +241,8 @@ class VaultSession:
         """Store what a live test did, if it completed and can be fingerprinted."""
         if not self.writable or not reports or reports[-1].when != "teardown":
             return
-        executed = self._with_fixtures(item, executed)
-        own = self._own_inputs(item, executed)
+        executed = _combined(executed, self._helpers(item))
+        own = self._inputs(item.path, executed)
         if own is None:
             return
         if any(self.deps.is_library(r) for r in self.deps.relpaths(executed.imported)):
@@ -240,24 +256,57 @@ class VaultSession:
         else:
             outcome = "passed"
         failed = outcome != "passed"
-        payload = {
+        self._put(fingerprint.key_of(self.environment_id, item.nodeid), own, {
             "nodeid": item.nodeid,
-            "inputs": own,
             "outcome": outcome,
             "why": why,
             "duration": sum(report.duration for report in reports),
-            "created": int(time.time()),
             "reports": "[]" if failed else replay.to_stored(self.config, reports),
             "warnings": [replay.warning_to_stored(self.config, w) for w in caught],
-        }
+        })
+
+    def record_collection(self, module: pytest.Collector, items: list[pytest.Item]) -> None:
+        """Store what a test module held, so that an unchanged one need not be imported."""
+        relpath = self.deps.relpath(str(module.path))
+        collected = self.collected.get(relpath) if relpath else None
+        stored = collect.stored_items(module, items)
+        if not self.writable or collected is None or stored is None or self._uncacheable(collected):
+            return
+        own = self._inputs(module.path, collected._replace(files=collected.function_files))
+        if own is not None:
+            key = collect.collection_key(self.environment_id, relpath)  # type: ignore[arg-type]
+            self._put(key, own, {"nodeid": module.nodeid, "items": stored}, COLLECTIONS)
+
+    def _put(self, key: str, own: Group, payload: dict, area: str = RESULTS) -> None:
+        """Write a record: ``own`` inputs, the shared ones, and ``payload``."""
         try:
             if self._environment_object is None:
                 self._environment_object = self.store.put_object(self.environment)
-            payload["env"] = self._environment_object
-            payload["shared"] = [self._import_state_name()]
-            key = fingerprint.key_of(self.environment_id, item.nodeid)
-            name = digest_bytes(json.dumps([own, payload["shared"]], sort_keys=True).encode())
-            self.store.put_record(key, name, payload)
+            shared = [self._import_state_name()]
+            name = digest_bytes(json.dumps([own, shared], sort_keys=True).encode())
+            record = {**payload, "inputs": own, "shared": shared, "env": self._environment_object,
+                      "created": int(time.time())}
+            self.store.put_record(key, name, record, area)
         except StoreError as exc:
             self.writable = False
             self.problems.append(f"{exc}; results of this run are not stored")
+
+
+def _combined(executed: Executed, helpers: list[Executed]) -> Executed:
+    """What a test did plus what ``helpers`` did for it; a file a helper wrote is its
+    output, not an input of the test."""
+    if not helpers:
+        return executed
+    written = frozenset().union(*(helper.written for helper in helpers))
+    env = dict(executed.env)
+    for helper in helpers:
+        for name, value in helper.env.items():
+            env.setdefault(name, value)
+    return executed._replace(
+        files=executed.files.union(*(helper.files for helper in helpers)),
+        read=executed.read.union(*(helper.read for helper in helpers)) - written,
+        listed=executed.listed.union(*(helper.listed for helper in helpers)),
+        env=env,
+        spawned=executed.spawned or next((h.spawned for h in helpers if h.spawned), None),
+        network=executed.network or next((h.network for h in helpers if h.network), None),
+    )

@@ -4,6 +4,7 @@ Knows nothing of pytest. Layout::
 
     <dir>/CACHEDIR.TAG
     <dir>/v1/records/<key[:2]>/<key>/<name>.json   candidate results of one test key
+    <dir>/v1/collections/<key[:2]>/<key>/<name>.json   the same for what a test module held
     <dir>/v1/objects/<id[:2]>/<id>.json            shared input sets, named by content
     <dir>/v1/runs/<ms>-<random>.json               one line of counts per finished run
     <dir>/v1/tmp/                                  staging for write-then-rename
@@ -50,6 +51,9 @@ from .hashing import digest_bytes
 SCHEMA = 1
 LAYOUT = f"v{SCHEMA}"
 MAX_CANDIDATES = 8
+#: The areas records live in: test results, and test modules' collections.
+RESULTS = "records"
+COLLECTIONS = "collections"
 #: Run summaries kept (for ``--vault-stats``); older ones go at the next write.
 MAX_RUNS = 100
 CACHEDIR_TAG = (
@@ -156,8 +160,8 @@ class Store:
     def __init__(self, directory: Path, *, readonly: bool = False, key: bytes | None = None) -> None:
         self.directory = directory
         self.base = directory / LAYOUT
-        self.records = self.base / "records"
-        self._records_str = str(self.records)
+        self.records = self.base / RESULTS
+        self.collections = self.base / COLLECTIONS
         self.objects = self.base / "objects"
         self.runs = self.base / "runs"
         self.tmp = self.base / "tmp"
@@ -182,7 +186,7 @@ class Store:
         if self.readonly:
             return
         try:
-            for path in (self.records, self.objects, self.runs, self.tmp):
+            for path in (self.records, self.collections, self.objects, self.runs, self.tmp):
                 self._mkdir(path)
             tag = self.directory / "CACHEDIR.TAG"
             if not os.path.lexists(tag):
@@ -201,15 +205,15 @@ class Store:
         return None if probe.is_dir() else probe
 
     # -- records ------------------------------------------------------------------
-    def _key_dir(self, key: str) -> Path:
-        return self.records / key[:2] / key
+    def _key_dir(self, key: str, area: str) -> Path:
+        return self.base / area / key[:2] / key
 
-    def candidates(self, key: str) -> Iterator[Candidate]:
+    def candidates(self, key: str, area: str = RESULTS) -> Iterator[Candidate]:
         """Stored results for ``key``, most recently used first; bad files are skipped.
 
         Called once per test on every run: plain ``os`` calls on strings, and no
         ordering ``stat`` when there is one candidate (the common case)."""
-        directory = os.path.join(self._records_str, key[:2], key)
+        directory = str(self._key_dir(key, area))
         try:
             entries = list(os.scandir(directory))
         except NotADirectoryError:
@@ -228,11 +232,11 @@ class Store:
                     continue
             paths = [path for _, path in sorted(stamped, reverse=True)]
         for path in paths[:MAX_CANDIDATES]:
-            found = self._read_record(path, key)
+            found = self._read_record(path, key, area)
             if found.payload is not None:
                 yield Candidate(path, found.payload)
 
-    def _read_record(self, path: str | Path, key: str) -> ReadRecord:
+    def _read_record(self, path: str | Path, key: str, area: str) -> ReadRecord:
         """A record file, checked against its checksum (and signature) before parsing.
 
         The file is ``{"schema":N,"checksum":"…"[,"hmac":"…"],"payload":BODY}`` with
@@ -266,7 +270,7 @@ class Store:
             signature = header["hmac"]
             if signature is None:
                 return self._ignore(key, UNSIGNED)
-            if not hmac.compare_digest(signature.decode(), self._signature(key, body)):
+            if not hmac.compare_digest(signature.decode(), self._signature(area, key, body)):
                 return self._ignore(key, BADLY_SIGNED)
         try:
             payload = json.loads(body)
@@ -277,13 +281,13 @@ class Store:
             return ReadRecord("bad")
         return ReadRecord("ok", payload)
 
-    def _signature(self, key: str, body: bytes) -> str:
-        """HMAC-SHA256 over the schema, the record's key and its payload.
+    def _signature(self, area: str, key: str, body: bytes) -> str:
+        """HMAC-SHA256 over the schema, the record's area and key, and its payload.
 
-        The key binds a record to its test and environment: a signed record copied
-        under another test's key does not verify there."""
+        The key binds a record to its test (or test module) and environment: a signed
+        record copied under another key or into the other area does not verify there."""
         assert self.key is not None
-        message = b"pytest-cachevault record %d\0%s\0" % (SCHEMA, key.encode()) + body
+        message = b"pytest-cachevault record %d\0%s\0%s\0" % (SCHEMA, area.encode(), key.encode()) + body
         return hmac.new(self.key, message, hashlib.sha256).hexdigest()
 
     def _ignore(self, key: str, why: str) -> ReadRecord:
@@ -291,19 +295,19 @@ class Store:
         self._note(_IGNORED_WARNINGS[why])
         return ReadRecord("unsigned" if why == UNSIGNED else "badly signed")
 
-    def put_record(self, key: str, name: str, payload: dict) -> Path:
+    def put_record(self, key: str, name: str, payload: dict, area: str = RESULTS) -> Path:
         """Store ``payload`` as the candidate ``name`` of ``key``, replacing one of that name.
 
         Callers name a record by its inputs, so that recording a test again with the same
         inputs refreshes its record instead of adding one."""
         if not (is_name(key) and is_name(name)):
             raise ValueError("record keys and names are hex digests")
-        directory = self._key_dir(key)
+        directory = self._key_dir(key, area)
         path = directory / f"{name}.json"
         if self.readonly:
             return path
         body = _canonical(payload)
-        signature = b',"hmac":"%s"' % self._signature(key, body).encode() if self.key else b""
+        signature = b',"hmac":"%s"' % self._signature(area, key, body).encode() if self.key else b""
         data = b'{"schema":%d,"checksum":"%s"%s,"payload":%s}' % (
             SCHEMA, digest_bytes(body).encode(), signature, body,
         )
@@ -405,8 +409,8 @@ class Store:
         return runs
 
     # -- listing, for garbage collection -----------------------------------------
-    def iter_records(self) -> Iterator[tuple[Path, os.stat_result]]:
-        for shard in _scandirs(self.records):
+    def iter_records(self, area: str = RESULTS) -> Iterator[tuple[Path, os.stat_result]]:
+        for shard in _scandirs(self.base / area):
             for key_dir in _scandir(Path(shard.path)):
                 if not key_dir.is_dir(follow_symlinks=False):
                     self._problem(key_dir.path, "a file where a directory of records should be")
@@ -441,14 +445,14 @@ class Store:
 
     def read_record(self, path: Path) -> ReadRecord:
         """A record file found by :meth:`iter_records` (its directory is its key)."""
-        return self._read_record(path, path.parent.name)
+        return self._read_record(path, path.parent.name, path.parent.parent.parent.name)
 
     def remove(self, path: Path) -> None:
         """Delete a file of the store; a record's key directory goes with its last record."""
         if self.readonly:
             return
         self._clear(path)
-        if path.parent.parent.parent == self.records:
+        if path.parent.parent.parent in (self.records, self.collections):
             try:
                 path.parent.rmdir()
             except OSError:

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from pytest_cachevault.store import Store
+from pytest_cachevault.store import COLLECTIONS, RESULTS, Store
 
 from conftest import (
     RUN_TIMEOUT,
@@ -153,7 +153,9 @@ def test_runs_and_gc_share_one_store(pytester, run_vault, tmp_path):
 
     # The store is valid: every file reads back, nothing half-written is in place.
     vault = Store(store)
-    records = [vault.read_record(path).status for path, _ in vault.iter_records()]
+    records = [
+        vault.read_record(path).status for area in (RESULTS, COLLECTIONS) for path, _ in vault.iter_records(area)
+    ]
     assert records and set(records) == {"ok"}
     assert all(vault.get_object(name) is not None for name, _, _ in vault.iter_objects())
     assert vault.problems == []

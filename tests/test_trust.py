@@ -10,7 +10,7 @@ import shutil
 import pytest
 
 from pytest_cachevault.hashing import digest_bytes
-from pytest_cachevault.store import Store
+from pytest_cachevault.store import COLLECTIONS, Store
 
 from conftest import (
     BASIC_IDS,
@@ -274,3 +274,37 @@ def test_a_replayed_warning_cannot_show_a_line_of_another_file(where, pytester, 
     result.assert_outcomes(passed=1, warnings=1)
     result.stdout.fnmatch_lines([f"*<{secret.name}>:1: DeprecationWarning: old api"])
     assert "hunter2" not in result.stdout.str()
+
+
+def _drop_from_collection(store_dir, nodeid: str) -> None:
+    """Rewrite the collection record of ``nodeid``'s module without that test (its
+    checksum right, no signature): what someone without the key could do."""
+    store = Store(store_dir)
+    module = nodeid.split("::")[0]
+    [path] = [p for p, _ in store.iter_records(COLLECTIONS) if store.read_record(p).payload["nodeid"] == module]
+    payload = store.read_record(path).payload
+    payload["items"] = [item for item in payload["items"] if f"{module}::{item[0]}" != nodeid]
+    path.unlink()
+    store.put_record(path.parent.name, path.stem, payload, COLLECTIONS)
+
+
+def test_with_a_key_a_forged_collection_cannot_hide_a_test(pytester, run_vault):
+    """A test module's stored collection, with the failing test left out, would let the
+    module go unimported and the failure unseen: with a key it is ignored."""
+    write_files(pytester.path, POISON_PROJECT)
+    for env in (None, KEY):
+        run_vault.store = run_vault.store.with_name(f"store-{bool(env)}")
+        assert run_vault(env=env).ret == pytest.ExitCode.TESTS_FAILED
+        _drop_from_collection(run_vault.store, "test_poison.py::test_bad")
+        result = run_vault(env=env)
+        no_traceback(result)
+        if env is None:  # no key: the store is trusted, and the test is gone
+            assert result.ret == pytest.ExitCode.OK
+            result.assert_outcomes(passed=1)
+        else:
+            assert result.ret == pytest.ExitCode.TESTS_FAILED
+            result.assert_outcomes(passed=1, failed=1)
+            assert vault_warnings(result) == [
+                "unsigned records were ignored: with PYTEST_VAULT_KEY set, only records signed "
+                "with that key are replayed"
+            ]

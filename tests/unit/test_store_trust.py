@@ -170,3 +170,18 @@ def test_nothing_is_unpickled_or_evaluated():
                 if name in calls and not (name == "loads" and owner == "json"):
                     found.append(f"{path.name}:{node.lineno}: {owner + '.' if owner else ''}{name}()")
     assert found == []
+
+
+def test_a_signed_record_does_not_verify_in_the_other_area(tmp_path):
+    """A test's record moved among the test modules' collection records (same key)."""
+    from pytest_cachevault.store import COLLECTIONS
+
+    store = Store(tmp_path / "vault", key=SECRET)
+    store.ensure()
+    result = store.put_record(KEY, NAME(), {"outcome": "passed"})
+    moved = store.collections / KEY[:2] / KEY / result.name
+    moved.parent.mkdir(parents=True)
+    shutil.copy(result, moved)
+    assert [c.payload for c in store.candidates(KEY)] == [{"outcome": "passed"}]
+    assert list(store.candidates(KEY, COLLECTIONS)) == []
+    assert store.ignored == {KEY: BADLY_SIGNED}

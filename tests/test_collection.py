@@ -1,0 +1,293 @@
+"""Collection skipping: an unchanged test module whose tests all replay is not imported.
+
+Each test module below notes its import in the run log (``imported <name>``), so a
+run shows which modules pytest really imported; what the user sees (outcomes, ``-v``
+lines, skip reasons, selection counts) must be the same either way.
+"""
+
+from __future__ import annotations
+
+import textwrap
+
+from conftest import (
+    edit,
+    executed,
+    replayed,
+    skip_lines,
+    vault_counts,
+    verbose_statuses,
+    write_files,
+)
+
+IMPORT_NOTE = """
+    import os
+
+    with open(os.environ["RAN_LOG"], "a", encoding="utf-8") as log:
+        log.write("imported " + __name__ + "\\n")
+"""
+
+
+def _module(body: str) -> str:
+    """A test module's text that first notes its import in the run log."""
+    return textwrap.dedent(IMPORT_NOTE) + textwrap.dedent(body)
+
+
+def imported(lines: list[str]) -> list[str]:
+    return sorted(line.removeprefix("imported ") for line in lines if line.startswith("imported "))
+
+
+SAMPLE = {
+    "test_params.py": _module(
+        """
+        import pytest
+
+
+        @pytest.mark.parametrize("n", [1, 2])
+        def test_positive(n):
+            assert n > 0
+
+
+        class TestWords:
+            @pytest.mark.skip(reason="not today")
+            def test_skipped(self):
+                pass
+
+            def test_upper(self):
+                assert "a".upper() == "A"
+        """
+    ),
+    "test_other.py": _module(
+        """
+        def test_other():
+            assert True
+        """
+    ),
+}
+
+
+def test_unchanged_modules_are_not_imported(pytester, run_vault, ran_log):
+    write_files(pytester.path, SAMPLE)
+    first = run_vault("-v", "-rs")
+    assert imported(ran_log.take()) == ["test_other", "test_params"]
+
+    second = run_vault("-v", "-rs")
+    assert imported(ran_log.take()) == []
+    assert vault_counts(second) == (5, 0)
+    second.assert_outcomes(passed=4, skipped=1)
+    plain = {nodeid: status.replace(" (cached)", "") for nodeid, status in verbose_statuses(second).items()}
+    assert plain == verbose_statuses(first)
+    assert list(verbose_statuses(second)) == list(verbose_statuses(first)), "same order"
+    assert skip_lines(second) == skip_lines(first)
+
+
+def test_an_edited_module_is_imported_and_its_new_test_found(pytester, run_vault, ran_log):
+    write_files(pytester.path, SAMPLE)
+    run_vault()
+    run_vault()
+    ran_log.take()
+    edit(pytester.path / "test_other.py", "def test_other():", "def test_added():\n    pass\n\n\ndef test_other():")
+
+    result = run_vault("-v")
+    assert imported(ran_log.take()) == ["test_other"]
+    assert executed(result) == {"test_other.py::test_added", "test_other.py::test_other"}
+    assert vault_counts(result) == (4, 2)
+
+
+def test_a_new_case_in_a_data_file_read_at_import_is_collected(pytester, run_vault, ran_log):
+    """Parametrize values read from a file while the module is imported."""
+    write_files(
+        pytester.path,
+        {
+            "cases.json": "[1, 2]",
+            "test_data.py": _module(
+                """
+                import json
+
+                import pytest
+
+                CASES = json.load(open("cases.json"))
+
+
+                @pytest.mark.parametrize("n", CASES)
+                def test_small(n):
+                    assert n < 3
+                """
+            ),
+        },
+    )
+    run_vault().assert_outcomes(passed=2)
+    run_vault().assert_outcomes(passed=2)
+    (pytester.path / "cases.json").write_text("[1, 2, 3]")
+
+    result = run_vault("-v")
+    result.assert_outcomes(passed=2, failed=1)
+    assert "test_data.py::test_small[3] FAILED" in result.stdout.str()
+
+
+def test_a_library_constant_behind_parametrize_is_followed(pytester, run_vault, ran_log):
+    write_files(
+        pytester.path,
+        {
+            "limits.py": "LIMITS = [1, 2]\n",
+            "test_limits.py": _module(
+                """
+                import pytest
+
+                from limits import LIMITS
+
+
+                @pytest.mark.parametrize("n", LIMITS)
+                def test_limit(n):
+                    assert n != 5
+                """
+            ),
+        },
+    )
+    run_vault().assert_outcomes(passed=2)
+    run_vault().assert_outcomes(passed=2)
+    edit(pytester.path / "limits.py", "[1, 2]", "[1, 2, 5]")
+
+    result = run_vault("-v")
+    result.assert_outcomes(passed=2, failed=1)
+    assert "test_limits.py::test_limit[5] FAILED" in result.stdout.str()
+
+
+def test_environment_read_at_import_is_an_input(pytester, run_vault, ran_log, monkeypatch):
+    """A skip condition computed from a variable when the module is imported."""
+    write_files(
+        pytester.path,
+        {
+            "test_env.py": _module(
+                """
+                import os
+
+                import pytest
+
+
+                @pytest.mark.skipif(os.environ.get("SLOW_OK") != "1", reason="slow")
+                def test_slow():
+                    assert False, "slow test ran and failed"
+                """
+            ),
+        },
+    )
+    monkeypatch.delenv("SLOW_OK", raising=False)
+    run_vault().assert_outcomes(skipped=1)
+    run_vault().assert_outcomes(skipped=1)
+    monkeypatch.setenv("SLOW_OK", "1")
+
+    result = run_vault("--vault-explain")
+    result.assert_outcomes(failed=1)
+    result.stdout.fnmatch_lines(["test_env.py::test_slow: env: SLOW_OK"])
+
+
+def test_selection_by_keyword_collects_normally(pytester, run_vault, ran_log):
+    write_files(pytester.path, SAMPLE)
+    run_vault()
+    ran_log.take()
+
+    result = run_vault("-v", "-k", "upper or other")
+    assert replayed(result) == {"test_params.py::TestWords::test_upper", "test_other.py::test_other"}
+    result.assert_outcomes(passed=2, deselected=3)
+    assert imported(ran_log.take()) == ["test_other", "test_params"]
+
+
+def test_a_file_changed_by_a_live_test_is_run_for_real(pytester, run_vault, ran_log):
+    """The stand-in is chosen at collection; the file changes later in the same run, so
+    the test must run from its real module, and fail as it does without the vault."""
+    write_files(
+        pytester.path,
+        {
+            "counter.txt": "0",
+            "test_a_writer.py": """
+                import pytest
+
+
+                @pytest.mark.vault_bypass
+                def test_count():
+                    with open("counter.txt") as f:
+                        count = int(f.read())
+                    with open("counter.txt", "w") as f:
+                        f.write(str(count + 1))
+            """,
+            "test_b_reader.py": _module(
+                """
+                def test_once():
+                    with open("counter.txt") as f:
+                        assert int(f.read()) < 2
+                """
+            ),
+        },
+    )
+    run_vault().assert_outcomes(passed=2)
+    ran_log.take()
+
+    result = run_vault("-v")
+    result.assert_outcomes(passed=1, failed=1)
+    assert "test_b_reader.py::test_once FAILED" in result.stdout.str()
+    result.stdout.fnmatch_lines(["E*assert 2 < 2"])  # the real test's own failure
+    assert imported(ran_log.take()) == ["test_b_reader"]
+
+
+def test_a_module_that_warns_at_import_is_imported_every_time(pytester, run_vault, ran_log):
+    """A stand-in could not repeat the warning, so such a module is not stood in for."""
+    write_files(
+        pytester.path,
+        {
+            "test_warns.py": _module(
+                """
+                import warnings
+
+                warnings.warn("old configuration style", DeprecationWarning)
+
+
+                def test_fine():
+                    pass
+                """
+            ),
+        },
+    )
+    run_vault()
+    ran_log.take()
+    result = run_vault()
+    assert imported(ran_log.take()) == ["test_warns"]
+    assert vault_counts(result) == (1, 0)
+    result.stdout.fnmatch_lines(["*DeprecationWarning: old configuration style*"])
+
+
+def test_a_conftest_hook_that_needs_real_tests_gets_them(pytester, run_vault, ran_log):
+    """``item.function`` is no attribute of a stand-in: the hook fails on one, the real
+    tests are collected for it, and the run goes on as without the vault."""
+    write_files(
+        pytester.path,
+        {
+            "conftest.py": """
+                def pytest_collection_modifyitems(items):
+                    for item in items:
+                        if item.function.__doc__:
+                            item.add_marker("documented")
+            """,
+            **SAMPLE,
+        },
+    )
+    run_vault().assert_outcomes(passed=4, skipped=1)
+    ran_log.take()
+
+    result = run_vault()
+    result.assert_outcomes(passed=4, skipped=1)
+    assert vault_counts(result) == (5, 0)
+    assert "INTERNALERROR" not in result.stdout.str() + result.stderr.str()
+
+
+def test_the_ini_switch_turns_it_off(pytester, run_vault, ran_log):
+    write_files(pytester.path, {**SAMPLE, "pytest.ini": "[pytest]\nvault_skip_collection = false\n"})
+    run_vault()
+    ran_log.take()
+    assert vault_counts(run_vault()) == (5, 0)
+    assert imported(ran_log.take()) == ["test_other", "test_params"]
+
+
+def test_without_the_cacheprovider(pytester, run_vault, ran_log):
+    write_files(pytester.path, SAMPLE)
+    run_vault("-p", "no:cacheprovider").assert_outcomes(passed=4, skipped=1)
+    assert vault_counts(run_vault("-p", "no:cacheprovider")) == (5, 0)
