@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from pytest_cachevault.hashing import digest_bytes
+from pytest_cachevault.store import COLLECTIONS, Store
 
 from conftest import (
     BASIC_IDS,
@@ -122,3 +123,24 @@ def test_damaged_store_is_a_miss_and_one_warning(case, workers, basic_project, r
     assert ran_log.take() == []
     if not workers:
         assert replayed(after) == BASIC_IDS
+
+
+@pytest.mark.parametrize("mark", ["__class__", "_private", ""])
+def test_a_stored_collection_with_an_impossible_mark(mark, basic_project, run_vault, ran_log):
+    """A test module's collection record whose mark pytest cannot make: the module is
+    imported as usual, its tests replay, the run does not fail."""
+    run_vault().assert_outcomes(passed=3)
+    ran_log.take()
+    store = Store(run_vault.store)
+    [path] = [p for p, _ in store.iter_records(COLLECTIONS)]
+    payload = store.read_record(path).payload
+    payload["items"][0][2] = [[mark, [], {}]]
+    path.unlink()
+    store.put_record(path.parent.name, path.stem, payload, COLLECTIONS)
+
+    result = run_vault("-v")
+    no_traceback(result)
+    assert result.ret == 0
+    result.assert_outcomes(passed=3)
+    assert vault_counts(result) == (3, 0)
+    assert ran_log.take() == []

@@ -16,7 +16,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from pytest_cachevault import replay
+from pytest_cachevault import collect, replay
 from pytest_cachevault.hashing import Hasher, digest_bytes
 from pytest_cachevault.inputs import Dependencies, is_group
 from pytest_cachevault.store import Store
@@ -164,3 +164,30 @@ def _clean_up():
     import shutil
 
     shutil.rmtree(_DIRECTORY, ignore_errors=True)
+
+
+mark_entries = st.lists(
+    st.tuples(
+        st.text(max_size=10) | st.sampled_from(["__class__", "_private", "skip", "xfail", "slow", "with_args"]),
+        st.lists(json_values, max_size=2),
+        st.dictionaries(st.text(max_size=6), json_values, max_size=2),
+    ).map(list),
+    max_size=3,
+)
+
+
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnknownMarkWarning")  # made-up names
+@FUZZ
+@given(
+    name=st.text(min_size=1, max_size=12),
+    location=st.tuples(st.text(max_size=10), st.none() | st.integers(), st.text(max_size=10)).map(list),
+    marks=mark_entries,
+)
+def test_stored_collections(name, location, marks):
+    """The marks of a test module's stored collection that pass the shape check can be
+    put back on a stand-in (a bad name must be refused, not fail the collection)."""
+    items = collect.valid_items([[name, location, marks]])
+    if items is None:
+        return
+    for mark_name, args, kwargs in items[0][2]:
+        getattr(pytest.mark, mark_name).with_args(*args, **kwargs)
