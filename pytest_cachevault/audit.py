@@ -29,6 +29,8 @@ import sysconfig
 from collections.abc import Callable, Iterator
 from typing import Any
 
+from .config import ENV_KEY
+
 #: Audit events by which a test starts another process, whose code no tracer here sees.
 SPAWN_EVENTS = frozenset(
     {"subprocess.Popen", "os.system", "os.exec", "os.spawn", "os.posix_spawn", "os.fork", "os.forkpty"}
@@ -61,8 +63,14 @@ def _package_dirs(names: tuple[str, ...]) -> tuple[str, ...]:
 
 
 def whole_environment() -> str:
-    """The whole environment as one text (for a read of every variable)."""
-    return "\0".join(f"{k}={v}" for k, v in sorted(_Environ.items(os.environ)))
+    """The whole environment as one text (for a read of every variable).
+
+    Without the signing key: even its digest must not reach the store, where it
+    could be guessed at offline, and a job with the key must hit a job's records
+    without it."""
+    return "\0".join(
+        f"{k}={v}" for k, v in sorted(_Environ.items(os.environ)) if k != ENV_KEY
+    )
 
 
 _Environ: Any = type(os.environ)

@@ -72,10 +72,14 @@ def _is_location(value: object) -> bool:
 
 
 def _is_mark(value: object) -> bool:
+    """A stored mark; its name one ``pytest.mark`` gives a decorator for (not ``''``,
+    ``_x`` nor ``__class__``, which would fail the collection)."""
     return (
         isinstance(value, list)
         and len(value) == 3
         and isinstance(value[0], str)
+        and value[0].isidentifier()
+        and not value[0].startswith("_")
         and isinstance(value[1], list)
         and isinstance(value[2], dict)
     )

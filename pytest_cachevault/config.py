@@ -15,6 +15,8 @@ from pathlib import Path
 import pytest
 
 ENV_DIR = "PYTEST_VAULT_DIR"
+#: The secret that signs records (HMAC-SHA256); never stored, never part of a key.
+ENV_KEY = "PYTEST_VAULT_KEY"
 
 #: Lockfiles looked for at the rootdir when ini ``vault_lockfiles`` is not set.
 DEFAULT_LOCKFILE_GLOBS = (
@@ -67,6 +69,10 @@ class VaultConfig:
     env_patterns: tuple[str, ...]
     lockfile_globs: tuple[str, ...]
     allow: frozenset[str] = frozenset()
+    #: ``--vault-readonly``: replay hits, write nothing to the store.
+    readonly: bool = False
+    #: ``PYTEST_VAULT_KEY``: sign records, and ignore those not signed with it.
+    key: bytes | None = dataclasses.field(default=None, repr=False)
     #: Replay the tests of unchanged test modules without importing them (ini
     #: ``vault_skip_collection``).
     skip_collection: bool = True
@@ -103,7 +109,10 @@ def default_directory() -> Path:
 
 
 def _check_directory(path: Path) -> None:
-    """Fail now, with a sentence, if the store cannot live at ``path``."""
+    """``--vault-gc``: fail now, with a sentence, if the store cannot live at ``path``.
+
+    A test run does not stop for this: the tests run without the store, with a warning
+    (see :meth:`pytest_cachevault.store.Store.ensure`)."""
     if path.exists() and not path.is_dir():
         raise pytest.UsageError(
             f"--vault-dir: {path} exists and is not a directory; point the vault at a "
@@ -160,6 +169,12 @@ def load(config: pytest.Config) -> VaultConfig:
     enabled = _flag(config, "vault", "vault")
     gc = _flag(config, "vault_gc")
     bypass = _flag(config, "vault_bypass")
+    readonly = _flag(config, "vault_readonly", "vault_readonly")
+    if gc and readonly:
+        raise pytest.UsageError(
+            "--vault-gc: the store is read-only for this run (--vault-readonly or ini "
+            "vault_readonly); garbage collection removes files, so run it without."
+        )
 
     # Command line, then environment (a CI job points every checkout at its restored
     # cache), then the ini file, then the user cache directory.
@@ -172,7 +187,7 @@ def load(config: pytest.Config) -> VaultConfig:
         directory = _relative_to_inifile(config, config.getini("vault_dir"))
     else:
         directory = default_directory()
-    if enabled or gc:
+    if gc:
         _check_directory(directory)
 
     # The limits matter to --vault-gc only; a bad value must not break other runs.
@@ -202,5 +217,7 @@ def load(config: pytest.Config) -> VaultConfig:
         env_patterns=env_patterns,
         lockfile_globs=lockfiles,
         allow=allow,
+        readonly=readonly,
+        key=os.environ.get(ENV_KEY, "").encode("utf-8", "surrogateescape") or None,
         skip_collection=bool(config.getini("vault_skip_collection")),
     )

@@ -10,7 +10,7 @@ from __future__ import annotations
 import time
 
 from . import audit
-from .inputs import Dependencies, env_digest, is_group
+from .inputs import Dependencies, env_digest, is_group, is_safe_relpath
 from .store import Store, is_name
 
 _KINDS = ("file", "code", "listing", "env")
@@ -19,6 +19,8 @@ _KINDS = ("file", "code", "listing", "env")
 def _state(deps: Dependencies, kind: str, name: str, digest: object) -> str:
     if kind == "env":
         now = env_digest(name)
+    elif not (is_safe_relpath(name) or name == "."):
+        return "not a path under the rootdir: never read"
     else:
         now = deps.hasher.digest(name, kind)  # type: ignore[arg-type]
     if now == digest:
@@ -39,6 +41,8 @@ def describe(store: Store, deps: Dependencies, key: str, nodeid: str) -> list[st
     """Lines describing every stored result of ``nodeid`` under this environment."""
     lines = [f"inputs recorded for {nodeid}:"]
     candidates = list(store.candidates(key))
+    if key in store.ignored:
+        lines.append(f"  {store.ignored[key]} (PYTEST_VAULT_KEY is set; only records signed with it count)")
     if not candidates:
         return [*lines, "  no record under this environment (new, or the environment changed)"]
     for number, candidate in enumerate(candidates, 1):

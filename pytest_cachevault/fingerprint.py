@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from .config import VaultConfig
+from .config import ENV_KEY, VaultConfig
 from .hashing import Hasher, digest_bytes
 
 #: Bump when the meaning of keys or records changes: old records then simply miss.
@@ -137,11 +137,12 @@ def _ini(config: pytest.Config) -> dict:
 
 def _environment_variables(patterns: tuple[str, ...]) -> dict[str, str]:
     """Digests of the matching variables' values: they may be secrets, and the
-    environment is stored (in the store and in pytest's cache)."""
+    environment is stored (in the store and in pytest's cache). The signing key is
+    left out whatever the patterns say: it is not part of the environment."""
     return {
         name: digest_bytes(value.encode("utf-8", "surrogateescape"))
         for name, value in sorted(os.environ.items())
-        if any(fnmatch.fnmatchcase(name, pattern) for pattern in patterns)
+        if name != ENV_KEY and any(fnmatch.fnmatchcase(name, pattern) for pattern in patterns)
     }
 
 

@@ -4,18 +4,21 @@ A record's mtime is its last use. Objects are removed once no record refers to t
 an unreferenced object or temp file younger than :data:`GRACE_SECONDS` is left alone
 because a concurrent writer may be about to refer to it (it writes objects before the
 record). One collector at a time, under a file lock; readers and writers never wait.
+A record of a newer schema is kept (its refs unknown) and ages like the others.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import os
+import stat
 import time
 from collections import Counter
 from pathlib import Path
 
 import filelock
 
-from .store import COLLECTIONS, RESULTS, Store, is_name
+from .store import COLLECTIONS, RESULTS, Store, StoreError, is_name
 
 GRACE_SECONDS = 3600.0
 
@@ -29,15 +32,18 @@ class Collected:
     records_kept: int = 0
     bytes_kept: int = 0
     busy: bool = False
+    #: Damaged files found (and removed) on the way, one line each.
+    problems: list[str] = dataclasses.field(default_factory=list)
 
     def describe(self) -> str:
         if self.busy:
             return "vault gc: another garbage collection is running on this store; nothing done"
-        return (
+        line = (
             f"vault gc: removed {self.records_removed} records, {self.objects_removed} objects"
             f" and {self.temp_removed} temp files ({format_size(self.bytes_removed)}); kept"
             f" {self.records_kept} records ({format_size(self.bytes_kept)})"
         )
+        return "\n".join([line, *(f"vault warning: {problem}" for problem in self.problems)])
 
 
 def format_size(n: int) -> str:
@@ -59,16 +65,26 @@ def collect(store: Store, max_size: int, max_age: float, now: float | None = Non
     grace = min(GRACE_SECONDS, max_age)
     result = Collected()
     store.ensure()
-    lock = filelock.FileLock(str(store.base / "gc.lock"))
+    lock_path = store.base / "gc.lock"
+    try:
+        mode = os.lstat(lock_path).st_mode
+    except OSError:
+        mode = None
+    if mode is not None and not stat.S_ISREG(mode):
+        store._problem(lock_path, "not a regular file where the gc lock should be")
+    lock = filelock.FileLock(str(lock_path))
     try:
         lock.acquire(timeout=0)
     except filelock.Timeout:
         result.busy = True
         return result
+    except OSError as exc:
+        raise StoreError(f"cannot lock {lock_path}: {exc.strerror or exc}") from exc
     try:
         _collect(store, max_size, max_age, now, grace, result)
     finally:
         lock.release()
+    result.problems = list(store.problems)
     return result
 
 
@@ -92,12 +108,14 @@ def _collect(store: Store, max_size: int, max_age: float, now: float, grace: flo
     live: list[tuple[float, Path, int, list[str], bool]] = []
     for area in (RESULTS, COLLECTIONS):
         for path, st in store.iter_records(area):
-            payload = store.read_record(path)
-            if payload is None or st.st_mtime < now - max_age:
+            found = store.read_record(path)
+            if found.status == "missing":
+                continue
+            if found.status == "bad" or st.st_mtime < now - max_age:
                 remove(path, st.st_size)
                 result.records_removed += area == RESULTS
             else:
-                live.append((st.st_mtime, path, st.st_size, _references(payload), area == RESULTS))
+                live.append((st.st_mtime, path, st.st_size, _references(found.payload or {}), area == RESULTS))
     live.sort()
 
     refcount: Counter[str] = Counter(name for *_, refs, _ in live for name in refs)

@@ -24,6 +24,7 @@ from __future__ import annotations
 import functools
 import os
 import sys
+import sysconfig
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -54,10 +55,40 @@ def is_group(value: object) -> bool:
     )
 
 
-def _is_safe_relpath(relpath: str) -> bool:
-    """Relative, POSIX, no ``..``: a path read from the store stays under the rootdir."""
+def is_safe_relpath(relpath: str) -> bool:
+    """Relative, POSIX, no ``..``: a path read from the store stays under the rootdir.
+
+    Also no NUL (``os.stat`` would raise), no backslash and no drive (``C:``), which
+    Windows would read as a way out."""
     parts = relpath.split("/")
-    return bool(relpath) and not relpath.startswith("/") and ".." not in parts and "\\" not in relpath
+    return (
+        bool(relpath)
+        and not relpath.startswith("/")
+        and ".." not in parts
+        and "\\" not in relpath
+        and "\0" not in relpath
+        and not (relpath[1:2] == ":" and relpath[:1].isalpha())
+    )
+
+
+def _install_prefixes() -> tuple[str, ...]:
+    paths = {sys.prefix, sys.exec_prefix, sys.base_prefix, *sysconfig.get_paths().values()}
+    return tuple(sorted({os.path.join(os.path.realpath(p), "") for p in paths if p}))
+
+
+def warning_source(filename: str, root: str) -> str:
+    """The file name under which a replayed warning is issued again.
+
+    pytest's warning summary prints the line ``lineno`` of that file (``linecache``),
+    so a stored name could make a run print a line of any file it can read. A Python
+    source under the rootdir or in an install location is kept; anything else becomes
+    ``<name>``, which shows where it came from and which nothing reads."""
+    path = os.path.realpath(filename) if os.path.isabs(filename) else ""
+    if path.endswith((".py", ".pyw")) and (
+        path.startswith(os.path.join(os.path.realpath(root), "")) or path.startswith(_install_prefixes())
+    ):
+        return filename
+    return f"<{os.path.basename(filename)}>"
 
 
 class Dependencies:
@@ -214,7 +245,7 @@ class Dependencies:
         """What in ``group`` differs now (``changed: path``, ``env: NAME``), or None."""
         for kind in ("file", "code", "listing"):
             for relpath, digest in group.get(kind, {}).items():
-                if not (_is_safe_relpath(relpath) or relpath == "."):
+                if not (is_safe_relpath(relpath) or relpath == "."):
                     return f"changed: {relpath} (not a path under the rootdir)"
                 if self.hasher.digest(relpath, kind) != digest:  # type: ignore[arg-type]
                     return f"changed: {relpath}" + ("/ (its entries)" if kind == "listing" else "")

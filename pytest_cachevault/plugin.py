@@ -50,6 +50,11 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         help="run every test for real and refresh its stored result.",
     )
     group.addoption(
+        "--vault-readonly", action="store_true", default=False,
+        help="replay hits but write nothing to the store: no record, no mtime, no summary "
+        "(ini: vault_readonly). For jobs that run untrusted code.",
+    )
+    group.addoption(
         "--vault-explain", nargs="?", const=EXPLAIN_ALL, default=None, metavar="NODEID",
         help="say why each test ran instead of replaying; with =NODEID, list the inputs "
         "recorded for that test.",
@@ -74,6 +79,10 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     )
     parser.addini("vault", type="bool", default=False, help="turn the vault on (like --vault).")
     parser.addini("vault_dir", default="", help="the store directory (relative to the ini file).")
+    parser.addini(
+        "vault_readonly", type="bool", default=False,
+        help="replay hits but write nothing to the store (like --vault-readonly).",
+    )
     parser.addini(
         "vault_env", type="args", default=[],
         help="environment variable names or globs whose values enter every key.",
@@ -172,7 +181,7 @@ def pytest_cmdline_main(config: pytest.Config):
         return 0
     if config.getoption("vault_stats"):
         vault = vault_config.load(config)
-        store = Store(vault.directory)
+        store = Store(vault.directory, readonly=True)
         if not store.base.is_dir():
             print(f"vault stats: no store at {vault.directory} yet")
             return 0
@@ -190,7 +199,7 @@ def pytest_configure(config: pytest.Config) -> None:
         return
     explain_option = config.getoption("vault_explain")
     reporter = VaultReporter(explain_all=explain_option == EXPLAIN_ALL)
-    if not hasattr(config, "workerinput"):  # the process that sees every report
+    if not hasattr(config, "workerinput") and not vault.readonly:  # sees every report
         reporter.store = Store(vault.directory)
     if explain_option not in (None, EXPLAIN_ALL):
         reporter.describe = lambda: _describe(config, vault, explain_option)
@@ -204,7 +213,7 @@ def pytest_configure(config: pytest.Config) -> None:
         reporter.off = f"cannot trace: {started}"
         return
     tracer, preloaded = started
-    store = Store(vault.directory)
+    store = Store(vault.directory, readonly=vault.readonly, key=vault.key)
     try:
         store.ensure()
     except StoreError as exc:
@@ -240,7 +249,8 @@ def _describe(config: pytest.Config, vault: vault_config.VaultConfig, nodeid: st
     excluded = _excluded_prefixes(str(config.rootpath)) + _tool_directories(config, vault.directory)
     deps = Dependencies(config.rootpath, hasher, excluded)
     environment_id = fingerprint.environment_digest(fingerprint.environment(config, vault, hasher))
-    return explain.describe(Store(vault.directory), deps, fingerprint.key_of(environment_id, nodeid), nodeid)
+    store = Store(vault.directory, readonly=vault.readonly, key=vault.key)
+    return explain.describe(store, deps, fingerprint.key_of(environment_id, nodeid), nodeid)
 
 
 def pytest_unconfigure(config: pytest.Config) -> None:
@@ -445,7 +455,8 @@ class VaultPlugin:
 
     # -- the end ------------------------------------------------------------------------
     def pytest_sessionfinish(self, session: pytest.Session) -> None:
-        self.reporter.warnings.extend(dict.fromkeys(self.session.problems + self.session.store.problems))
+        for problem in self.session.problems + self.session.store.problems:
+            self.reporter.add_warning(problem)
         cache = getattr(session.config, "cache", None)
         if cache is not None:
             cache.set(STAT_CACHE_KEY, self.session.hasher.export())

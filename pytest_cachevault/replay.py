@@ -18,6 +18,8 @@ from typing import Any
 
 import pytest
 
+from .inputs import warning_source
+
 #: Attribute set on reports this plugin emits or annotates: "cached", or why it ran.
 REPORT_ATTRIBUTE = "vault"
 #: Attribute with the ``--vault-explain`` line of a test that ran.
@@ -121,7 +123,7 @@ def emit(item: pytest.Item, reports: list[pytest.TestReport], stored_warnings: l
             warnings.warn_explicit(
                 str(stored.get("message")),
                 _warning_category(stored.get("category"), stored.get("module")),
-                str(stored.get("filename")),
+                warning_source(str(stored.get("filename")), root),
                 stored.get("lineno") if isinstance(stored.get("lineno"), int) else 0,
             )
     for report in reports:

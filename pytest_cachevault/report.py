@@ -2,7 +2,9 @@
 
 Counts come from the reports themselves (the ``vault`` attribute set by the recorder or
 the replayer), so they are right under pytest-xdist too, where the controller only
-sees reports sent by its workers.
+sees reports sent by its workers. Warnings, and why the vault was off, are not in
+reports: each worker hands them to the controller in its ``workeroutput``, and the
+controller prints each distinct one once.
 """
 
 from __future__ import annotations
@@ -17,6 +19,8 @@ from .store import Store, StoreError
 
 #: Order in which the reasons a test ran are listed.
 REASONS = ("new", "changed", "failed last time", "bypass", "uncacheable")
+#: The ``workeroutput`` entry in which an xdist worker hands its warnings over.
+WORKER_OUTPUT_KEY = "cachevault"
 
 
 def format_duration(seconds: float) -> str:
@@ -81,13 +85,33 @@ class VaultReporter:
             line += f" ({detail})"
         return f"{line}, {format_duration(self.saved)} saved"
 
-    def pytest_sessionfinish(self) -> None:
+    def add_warning(self, warning: str) -> None:
+        if warning not in self.warnings:
+            self.warnings.append(warning)
+
+    # trylast: after the session plugin has handed its warnings over.
+    @pytest.hookimpl(trylast=True)
+    def pytest_sessionfinish(self, session: pytest.Session) -> None:
+        workeroutput = getattr(session.config, "workeroutput", None)
+        if isinstance(workeroutput, dict):  # an xdist worker: the controller reports
+            workeroutput[WORKER_OUTPUT_KEY] = {"warnings": list(self.warnings), "off": self.off}
         if self.store is None or self.off is not None:
             return
         try:
             self.store.put_run({"replayed": self.replayed, "ran": sum(self.reasons.values())})
         except StoreError:
             pass  # the session already warned that the store is not writable
+
+    @pytest.hookimpl(optionalhook=True)
+    def pytest_testnodedown(self, node, error) -> None:
+        """xdist controller: take over what a finished worker had to say."""
+        handed = getattr(node, "workeroutput", {}).get(WORKER_OUTPUT_KEY)
+        if not isinstance(handed, dict):
+            return
+        for warning in handed.get("warnings") or ():
+            self.add_warning(str(warning))
+        if handed.get("off") and self.off is None:
+            self.off = str(handed["off"])
 
     def pytest_terminal_summary(self, terminalreporter) -> None:
         for warning in self.warnings:

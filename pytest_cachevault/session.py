@@ -62,7 +62,7 @@ class VaultSession:
         self.root: Path = config.rootpath
         self.deps = Dependencies(self.root, hasher, excluded_prefixes)
         self.preloaded = self.deps.relpaths(preloaded)
-        self.writable = True
+        self.writable = not vault.readonly
         self.problems: list[str] = []
         #: What each higher-scoped fixture did while being set up (ran, read, listed,
         #: started...), for every test using it: only the first user's window saw it.
@@ -131,7 +131,8 @@ class VaultSession:
 
     def lookup(self, nodeid: str) -> Verdict:
         changes: list[str] = []
-        for candidate in self._unchanged(fingerprint.key_of(self.environment_id, nodeid), changes):
+        key = fingerprint.key_of(self.environment_id, nodeid)
+        for candidate in self._unchanged(key, changes):
             payload = candidate.payload
             if payload.get("outcome") == "failed":
                 return Verdict(None, FAILED_LAST_TIME, FAILED_LAST_TIME)
@@ -148,6 +149,8 @@ class VaultSession:
                 stored_warnings = []
             return Verdict(reports, replay.CACHED, warnings=stored_warnings)
         if not changes:
+            if key in self.store.ignored:  # PYTEST_VAULT_KEY set, records not signed with it
+                return Verdict(None, NEW, self.store.ignored[key])
             if self.environment_change:
                 return Verdict(None, NEW, f"environment: {self.environment_change}")
             return Verdict(None, NEW, NEW)

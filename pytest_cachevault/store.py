@@ -13,22 +13,37 @@ Every file is written to ``tmp/`` and renamed into place, so readers see whole f
 or nothing, a killed writer leaves at most a stray temp file, and two writers of the
 same name simply replace one whole file by an equal one. Two stores merge by copying
 one over the other. A record's mtime is its last use (bumped on a hit): garbage
-collection evicts the least recently used.
+collection evicts the least recently used. No lock is taken for reading or writing;
+a collector running meanwhile may remove a directory a writer is about to use, so a
+write that finds its directory gone makes it again.
 
-Everything read back is untrusted: JSON only, a schema version, a checksum over the
-payload (records) or the name (objects), and names checked to be hex digests before
-they become paths.
+Everything read back is untrusted: JSON only (never pickle, never code), a schema
+version, a checksum over the payload (records) or the name (objects), names checked
+to be hex digests before they become paths, and only regular files read (a link is
+not followed, a pipe not waited on). A file that fails a check is a miss, is removed
+(or, for a record of a newer schema, left for the version that wrote it) and is
+reported once in :attr:`Store.problems`. With a ``key``, records also carry an
+HMAC-SHA256 of their key and payload, and records without a valid one are ignored:
+then whoever can write the store but lacks the key cannot make a test replay.
+
+A read-only store (``readonly=True``) never writes, renames, deletes nor touches a
+file, whatever its callers ask.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import errno
+import hashlib
+import hmac
 import json
 import os
 import re
+import shutil
+import stat
 import time
 import uuid
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
 from .hashing import digest_bytes
@@ -47,19 +62,49 @@ CACHEDIR_TAG = (
     "# For information about cache directory tags, see https://bford.info/cachedir/\n"
 )
 _NAME = re.compile(r"[0-9a-f]{16,64}")
-_RECORD_HEADER = re.compile(rb'\{"schema":(?P<schema>\d+),"checksum":"(?P<checksum>[0-9a-f]+)","payload":')
+_SCHEMA_PREFIX = re.compile(rb'\{"schema":(?P<schema>\d{1,9}),')
+_RECORD_HEADER = re.compile(
+    rb'\{"schema":(?P<schema>\d{1,9}),"checksum":"(?P<checksum>[0-9a-f]{1,64})"'
+    rb'(?:,"hmac":"(?P<hmac>[0-9a-f]{64})")?,"payload":'
+)
+_READ_FLAGS = os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0)
+_CREATE_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0)
+
+#: Why a record was passed over when a key is set (the ``--vault-explain`` line).
+UNSIGNED = "unsigned record ignored"
+BADLY_SIGNED = "record with a wrong signature ignored"
+_IGNORED_WARNINGS = {
+    UNSIGNED: "unsigned records were ignored: with PYTEST_VAULT_KEY set, only records "
+    "signed with that key are replayed",
+    BADLY_SIGNED: "records with a wrong signature were ignored (signed with another "
+    "PYTEST_VAULT_KEY, or altered)",
+}
 
 
 class StoreError(Exception):
     """The store cannot be used (not a directory, not writable, disk full...)."""
 
 
-@dataclass(frozen=True)
+class _NotAFile(OSError):
+    """A directory, a pipe or a device where the store keeps regular files."""
+
+
+@dataclasses.dataclass(frozen=True)
 class Candidate:
     """One stored result for a key, as found on disk."""
 
     path: str
     payload: dict
+
+
+@dataclasses.dataclass(frozen=True)
+class ReadRecord:
+    """A record file as read back: ``status`` says why ``payload`` is None."""
+
+    #: "ok", "missing", "bad" (removed), "newer" (left in place), or, with a key,
+    #: "unsigned" / "badly signed" (left in place, ignored).
+    status: str
+    payload: dict | None = None
 
 
 def _canonical(payload: object) -> bytes:
@@ -71,8 +116,48 @@ def is_name(text: object) -> bool:
     return isinstance(text, str) and _NAME.fullmatch(text) is not None
 
 
+def _write_file(path: str, data: bytes) -> None:
+    """Create the new file ``path`` holding ``data``: the one place bytes reach the disk.
+
+    Kept apart so that a test can make it fail as a full disk does, mid-file."""
+    fd = os.open(path, _CREATE_FLAGS, 0o666)
+    try:
+        view = memoryview(data)
+        while view:
+            view = view[os.write(fd, view) :]
+    finally:
+        os.close(fd)
+
+
+def _read_file(path: str | Path, limit: int = -1) -> bytes:
+    """The bytes of the regular file ``path``; :class:`_NotAFile` for anything else.
+
+    A symbolic link is not followed (``ELOOP``) and a pipe is not waited on: nothing
+    planted in the store makes the plugin read elsewhere or hang."""
+    fd = os.open(path, _READ_FLAGS)
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise _NotAFile(errno.EISDIR, "not a regular file", str(path))
+        with os.fdopen(fd, "rb", closefd=False) as f:
+            return f.read(limit)
+    finally:
+        os.close(fd)
+
+
+def _not_a_file(exc: OSError) -> bool:
+    return isinstance(exc, _NotAFile) or exc.errno in (errno.ELOOP, errno.EISDIR)
+
+
+def _reason(exc: OSError) -> str:
+    """``No space left on device (ENOSPC)``: the same words for every file and process,
+    so that one problem makes one warning."""
+    code = errno.errorcode.get(exc.errno or 0)
+    text = exc.strerror or type(exc).__name__
+    return f"{text} ({code})" if code else text
+
+
 class Store:
-    def __init__(self, directory: Path) -> None:
+    def __init__(self, directory: Path, *, readonly: bool = False, key: bytes | None = None) -> None:
         self.directory = directory
         self.base = directory / LAYOUT
         self.records = self.base / RESULTS
@@ -80,20 +165,44 @@ class Store:
         self.objects = self.base / "objects"
         self.runs = self.base / "runs"
         self.tmp = self.base / "tmp"
+        #: Read hits, write nothing (no record, object, run summary, mtime, directory).
+        self.readonly = readonly
+        #: Records are signed with this key, and unsigned or badly signed ones ignored.
+        self.key = key or None
         #: Files found unreadable or tampered with during this run (reported once).
         self.problems: list[str] = []
+        #: Keys whose records were passed over for their signature, and why.
+        self.ignored: dict[str, str] = {}
 
     # -- setup --------------------------------------------------------------------
     def ensure(self) -> None:
-        """Create the layout and ``CACHEDIR.TAG``; raise :class:`StoreError` if impossible."""
+        """Create the layout and ``CACHEDIR.TAG``; raise :class:`StoreError` if impossible.
+
+        A read-only store creates nothing: a missing store is simply empty."""
+        blocker = self._blocker(self.directory)
+        if blocker is not None:
+            what = "it" if blocker == self.directory else str(blocker)
+            raise StoreError(f"cannot use the vault at {self.directory}: {what} is not a directory")
+        if self.readonly:
+            return
         try:
             for path in (self.records, self.collections, self.objects, self.runs, self.tmp):
-                path.mkdir(parents=True, exist_ok=True)
+                self._mkdir(path)
             tag = self.directory / "CACHEDIR.TAG"
-            if not tag.exists():
+            if not os.path.lexists(tag):
                 self._write(tag, CACHEDIR_TAG.encode())
-        except OSError as exc:
-            raise StoreError(f"cannot use the vault at {self.directory}: {exc}") from exc
+        except StoreError as exc:
+            raise StoreError(str(exc).replace("cannot write to", "cannot use", 1)) from exc
+
+    @staticmethod
+    def _blocker(path: Path) -> Path | None:
+        """The first existing path at or above ``path`` if it is not a directory."""
+        probe = path
+        while not os.path.lexists(probe):
+            if probe == probe.parent:
+                return None
+            probe = probe.parent
+        return None if probe.is_dir() else probe
 
     # -- records ------------------------------------------------------------------
     def _key_dir(self, key: str, area: str) -> Path:
@@ -104,8 +213,12 @@ class Store:
 
         Called once per test on every run: plain ``os`` calls on strings, and no
         ordering ``stat`` when there is one candidate (the common case)."""
+        directory = str(self._key_dir(key, area))
         try:
-            entries = list(os.scandir(self._key_dir(key, area)))
+            entries = list(os.scandir(directory))
+        except NotADirectoryError:
+            self._problem(directory, "a file where a directory of records should be")
+            return
         except OSError:
             return
         if len(entries) == 1:
@@ -114,44 +227,73 @@ class Store:
             stamped = []
             for entry in entries:
                 try:
-                    stamped.append((entry.stat().st_mtime_ns, entry.path))
+                    stamped.append((entry.stat(follow_symlinks=False).st_mtime_ns, entry.path))
                 except OSError:
                     continue
             paths = [path for _, path in sorted(stamped, reverse=True)]
         for path in paths[:MAX_CANDIDATES]:
-            payload = self._read_record(path)
-            if payload is not None:
-                yield Candidate(path, payload)
+            found = self._read_record(path, key, area)
+            if found.payload is not None:
+                yield Candidate(path, found.payload)
 
-    def _read_record(self, path: str | Path) -> dict | None:
-        """The payload of a record file, checked against its checksum before parsing.
+    def _read_record(self, path: str | Path, key: str, area: str) -> ReadRecord:
+        """A record file, checked against its checksum (and signature) before parsing.
 
-        The file is ``{"schema":N,"checksum":"…","payload":BODY}`` with BODY the exact
-        bytes the checksum was taken of, so checking needs no re-serialization."""
+        The file is ``{"schema":N,"checksum":"…"[,"hmac":"…"],"payload":BODY}`` with
+        BODY the exact bytes the checksum was taken of, so checking needs no
+        re-serialization."""
         try:
-            with open(path, "rb") as f:
-                data = f.read()
+            data = _read_file(path)
         except FileNotFoundError:
-            return None  # collected by gc meanwhile
-        except OSError:
-            self._problem(path, "unreadable record")
-            return None
+            return ReadRecord("missing")  # collected by gc meanwhile
+        except OSError as exc:
+            what = "not a regular file where a record should be" if _not_a_file(exc) else "unreadable record"
+            self._problem(path, what)
+            return ReadRecord("bad")
         header = _RECORD_HEADER.match(data)
+        schema = _SCHEMA_PREFIX.match(data)
+        if schema is not None and int(schema["schema"]) > SCHEMA:
+            self._problem(
+                path,
+                f"record written by a newer pytest-cachevault (schema {int(schema['schema'])}), left in place",
+                remove=False,
+            )
+            return ReadRecord("newer")
         if header is None or int(header["schema"]) != SCHEMA:
             self._problem(path, "record of an unknown schema or layout")
-            return None
+            return ReadRecord("bad")
         body = data[header.end() : -1]
         if data[-1:] != b"}" or digest_bytes(body) != header["checksum"].decode():
             self._problem(path, "record whose checksum does not match")
-            return None
+            return ReadRecord("bad")
+        if self.key is not None:
+            signature = header["hmac"]
+            if signature is None:
+                return self._ignore(key, UNSIGNED)
+            if not hmac.compare_digest(signature.decode(), self._signature(area, key, body)):
+                return self._ignore(key, BADLY_SIGNED)
         try:
             payload = json.loads(body)
-        except ValueError:
+        except (ValueError, RecursionError):
             payload = None
         if not isinstance(payload, dict):
             self._problem(path, "unreadable record")
-            return None
-        return payload
+            return ReadRecord("bad")
+        return ReadRecord("ok", payload)
+
+    def _signature(self, area: str, key: str, body: bytes) -> str:
+        """HMAC-SHA256 over the schema, the record's area and key, and its payload.
+
+        The key binds a record to its test (or test module) and environment: a signed
+        record copied under another key or into the other area does not verify there."""
+        assert self.key is not None
+        message = b"pytest-cachevault record %d\0%s\0%s\0" % (SCHEMA, area.encode(), key.encode()) + body
+        return hmac.new(self.key, message, hashlib.sha256).hexdigest()
+
+    def _ignore(self, key: str, why: str) -> ReadRecord:
+        self.ignored.setdefault(key, why)
+        self._note(_IGNORED_WARNINGS[why])
+        return ReadRecord("unsigned" if why == UNSIGNED else "badly signed")
 
     def put_record(self, key: str, name: str, payload: dict, area: str = RESULTS) -> Path:
         """Store ``payload`` as the candidate ``name`` of ``key``, replacing one of that name.
@@ -160,11 +302,15 @@ class Store:
         inputs refreshes its record instead of adding one."""
         if not (is_name(key) and is_name(name)):
             raise ValueError("record keys and names are hex digests")
-        body = _canonical(payload)
-        checksum = digest_bytes(body)
-        data = b'{"schema":%d,"checksum":"%s","payload":%s}' % (SCHEMA, checksum.encode(), body)
         directory = self._key_dir(key, area)
         path = directory / f"{name}.json"
+        if self.readonly:
+            return path
+        body = _canonical(payload)
+        signature = b',"hmac":"%s"' % self._signature(area, key, body).encode() if self.key else b""
+        data = b'{"schema":%d,"checksum":"%s"%s,"payload":%s}' % (
+            SCHEMA, digest_bytes(body).encode(), signature, body,
+        )
         self._mkdir(directory)
         self._write(path, data)
         self._trim(directory)
@@ -173,17 +319,19 @@ class Store:
     def _trim(self, directory: Path) -> None:
         """Keep at most :data:`MAX_CANDIDATES` records per key (the newest)."""
         try:
-            entries = [(e.stat().st_mtime_ns, e.path) for e in os.scandir(directory)]
+            entries = [(e.stat(follow_symlinks=False).st_mtime_ns, e.path) for e in os.scandir(directory)]
         except OSError:
             return
         for _, path in sorted(entries, reverse=True)[MAX_CANDIDATES:]:
-            _unlink(Path(path))
+            self._clear(path)
 
     def touch(self, candidate: Candidate) -> None:
         """Mark a record as just used (LRU order for garbage collection)."""
+        if self.readonly:
+            return
         try:
-            os.utime(candidate.path)
-        except OSError:
+            os.utime(candidate.path, follow_symlinks=False)
+        except (OSError, NotImplementedError):
             pass
 
     # -- objects ------------------------------------------------------------------
@@ -194,12 +342,23 @@ class Store:
         """Store ``value`` (JSON-able) once; return its name, the digest of its bytes."""
         body = _canonical(value)
         name = digest_bytes(body)
+        if self.readonly:
+            return name
         path = self._object_path(name)
         try:
-            os.utime(path)  # in use again: not garbage for a collector running now
+            mode = os.lstat(path).st_mode
         except OSError:
-            self._mkdir(path.parent)
-            self._write(path, body)
+            mode = None
+        if mode is not None and stat.S_ISREG(mode):
+            try:
+                os.utime(path)  # in use again: not garbage for a collector running now
+                return name
+            except OSError:
+                pass
+        elif mode is not None:
+            self._problem(path, "not a regular file where an object should be")
+        self._mkdir(path.parent)
+        self._write(path, body)
         return name
 
     def get_object(self, name: str) -> object | None:
@@ -208,35 +367,40 @@ class Store:
             return None
         path = self._object_path(name)
         try:
-            body = path.read_bytes()
-        except OSError:
+            body = _read_file(path)
+        except FileNotFoundError:
+            return None
+        except OSError as exc:
+            what = "not a regular file where an object should be" if _not_a_file(exc) else "unreadable object"
+            self._problem(path, what)
             return None
         if digest_bytes(body) != name:
             self._problem(path, "object whose content does not match its name")
             return None
         try:
             return json.loads(body)
-        except ValueError:
+        except (ValueError, RecursionError):
             self._problem(path, "unreadable object")
             return None
 
     # -- run summaries --------------------------------------------------------------
     def put_run(self, counts: dict[str, int]) -> None:
         """Remember the counts of a finished run; keep the newest :data:`MAX_RUNS`."""
+        if self.readonly:
+            return
         body = _canonical({"schema": SCHEMA, "finished": int(time.time()), **counts})
         self._mkdir(self.runs)
         self._write(self.runs / f"{time.time_ns() // 1_000_000}-{uuid.uuid4().hex[:8]}.json", body)
         for entry in sorted(_scandir(self.runs), key=lambda e: e.name)[:-MAX_RUNS]:
-            _unlink(Path(entry.path))
+            self._clear(entry.path)
 
     def recent_runs(self) -> list[dict[str, int]]:
         """The run summaries kept, oldest first; malformed ones are skipped."""
         runs = []
         for entry in sorted(_scandir(self.runs), key=lambda e: e.name):
             try:
-                with open(entry.path, "rb") as f:
-                    value = json.loads(f.read(4096))
-            except (OSError, ValueError):
+                value = json.loads(_read_file(entry.path, 4096))
+            except (OSError, ValueError, RecursionError):
                 continue
             if isinstance(value, dict) and value.get("schema") == SCHEMA and all(
                 isinstance(v, int) for v in value.values()
@@ -247,10 +411,13 @@ class Store:
     # -- listing, for garbage collection -----------------------------------------
     def iter_records(self, area: str = RESULTS) -> Iterator[tuple[Path, os.stat_result]]:
         for shard in _scandirs(self.base / area):
-            for key_dir in _scandirs(Path(shard.path)):
+            for key_dir in _scandir(Path(shard.path)):
+                if not key_dir.is_dir(follow_symlinks=False):
+                    self._problem(key_dir.path, "a file where a directory of records should be")
+                    continue
                 for entry in _scandir(Path(key_dir.path)):
                     try:
-                        yield Path(entry.path), entry.stat()
+                        yield Path(entry.path), entry.stat(follow_symlinks=False)
                     except OSError:
                         continue
 
@@ -259,7 +426,7 @@ class Store:
             for entry in _scandir(Path(shard.path)):
                 name = entry.name.removesuffix(".json")
                 try:
-                    yield name, Path(entry.path), entry.stat()
+                    yield name, Path(entry.path), entry.stat(follow_symlinks=False)
                 except OSError:
                     continue
 
@@ -272,16 +439,19 @@ class Store:
     def _files_in(self, directory: Path) -> Iterator[tuple[Path, os.stat_result]]:
         for entry in _scandir(directory):
             try:
-                yield Path(entry.path), entry.stat()
+                yield Path(entry.path), entry.stat(follow_symlinks=False)
             except OSError:
                 continue
 
-    def read_record(self, path: Path) -> dict | None:
-        return self._read_record(path)
+    def read_record(self, path: Path) -> ReadRecord:
+        """A record file found by :meth:`iter_records` (its directory is its key)."""
+        return self._read_record(path, path.parent.name, path.parent.parent.parent.name)
 
     def remove(self, path: Path) -> None:
         """Delete a file of the store; a record's key directory goes with its last record."""
-        _unlink(path)
+        if self.readonly:
+            return
+        self._clear(path)
         if path.parent.parent.parent in (self.records, self.collections):
             try:
                 path.parent.rmdir()
@@ -289,26 +459,96 @@ class Store:
                 pass
 
     # -- low level ----------------------------------------------------------------
-    def _problem(self, path: str | Path, what: str) -> None:
+    def _note(self, message: str) -> None:
+        if message not in self.problems:
+            self.problems.append(message)
+
+    def _problem(self, path: str | Path, what: str, remove: bool = True) -> None:
+        """Report a bad file once and remove it (a read-only store only reports)."""
         path = Path(path)
-        self.problems.append(f"{what}: {path.relative_to(self.directory).as_posix()}")
-        _unlink(path)
+        self._note(f"{what}: {path.relative_to(self.directory).as_posix()}")
+        if remove:
+            self._clear(path)
+
+    def _clear(self, path: str | Path) -> None:
+        """Remove whatever is at ``path`` in the store: a file, a link, a directory tree."""
+        if self.readonly:
+            return
+        try:
+            if stat.S_ISDIR(os.lstat(path).st_mode):
+                shutil.rmtree(path, ignore_errors=True)
+            else:
+                os.unlink(path)
+        except OSError:
+            pass
 
     def _mkdir(self, path: Path) -> None:
+        """Make ``path`` a directory, removing a file of the store that stands in the way."""
+        if self.readonly:
+            return
+        for attempt in range(2):
+            try:
+                path.mkdir(parents=True, exist_ok=True)
+                return
+            except (FileExistsError, NotADirectoryError) as exc:
+                obstacle = self._obstacle(path)
+                if obstacle is None or attempt:
+                    raise self._cannot_write(exc) from exc
+                self._problem(obstacle, "a file where a directory should be")
+            except OSError as exc:
+                raise self._cannot_write(exc) from exc
+
+    def _obstacle(self, path: Path) -> Path | None:
+        """The file inside the store (not the store itself) that blocks making ``path``."""
         try:
-            path.mkdir(parents=True, exist_ok=True)
-        except OSError as exc:
-            raise StoreError(f"cannot write to the vault at {self.directory}: {exc}") from exc
+            parts = path.relative_to(self.directory).parts
+        except ValueError:
+            return None
+        probe = self.directory
+        for part in parts:
+            probe = probe / part
+            if os.path.islink(probe) or (os.path.lexists(probe) and not probe.is_dir()):
+                return probe
+        return None
+
+    def _cannot_write(self, exc: OSError) -> StoreError:
+        return StoreError(f"cannot write to the vault at {self.directory}: {_reason(exc)}")
 
     def _write(self, path: Path, data: bytes) -> None:
-        tmp = self.tmp / f"{uuid.uuid4().hex}.tmp"
-        try:
-            with open(tmp, "wb") as f:
-                f.write(data)
-            os.replace(tmp, path)
-        except OSError as exc:
-            _unlink(tmp)
-            raise StoreError(f"cannot write to the vault at {self.directory}: {exc}") from exc
+        """Write ``data`` to a temp file and rename it to ``path``.
+
+        A directory that vanished meanwhile (a collector removed an emptied key
+        directory, or ``tmp/``) is made again; a directory standing where the file
+        goes is removed. Any other failure (full disk, read-only) is a StoreError."""
+        if self.readonly:
+            return
+        for attempt in range(3):
+            last = attempt == 2
+            tmp = self.tmp / f"{uuid.uuid4().hex}.tmp"
+            try:
+                _write_file(str(tmp), data)
+            except (FileNotFoundError, NotADirectoryError) as exc:
+                _unlink(tmp)
+                if last:
+                    raise self._cannot_write(exc) from exc
+                self._mkdir(self.tmp)
+                continue
+            except OSError as exc:
+                _unlink(tmp)
+                raise self._cannot_write(exc) from exc
+            try:
+                os.replace(tmp, path)
+                return
+            except (FileNotFoundError, NotADirectoryError) as exc:
+                _unlink(tmp)
+                if last:
+                    raise self._cannot_write(exc) from exc
+                self._mkdir(path.parent)
+            except OSError as exc:
+                _unlink(tmp)
+                if last or exc.errno not in (errno.EISDIR, errno.ENOTEMPTY, errno.EEXIST):
+                    raise self._cannot_write(exc) from exc
+                self._problem(path, "a directory where a file should be")
 
 
 def _scandir(path: Path) -> list[os.DirEntry]:

@@ -8,7 +8,8 @@ only at what a user sees: outcomes, the ``vault:`` summary line, ``(cached)`` on
 Test modules import the plain helpers below (``from conftest import ...``); the
 runners are fixtures:
 
-* ``run_pytest(*args, cwd=None, env=None)``: pytest with no vault option added;
+* ``run_pytest(*args, cwd=None, env=None, wrap=())``: pytest with no vault option
+  added (``wrap``: a command that runs it, e.g. in another mount namespace);
 * ``run_vault(*args, ...)``: the same with ``--vault --vault-dir=<this test's store>``;
   it also has ``.store`` and ``.record_and_replay(**outcomes)``;
 * ``ran_log``: which tests of the sample projects really executed.
@@ -23,7 +24,7 @@ import subprocess
 import sys
 import textwrap
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import pytest
@@ -239,6 +240,38 @@ def store_size(store: Path) -> int:
     return sum(p.stat().st_size for p in store_files(store))
 
 
+def vault_warnings(result: pytest.RunResult) -> list[str]:
+    """The ``vault warning: ...`` lines of a run, without the prefix."""
+    prefix = "vault warning: "
+    return [line[len(prefix) :] for line in result.stdout.lines if line.startswith(prefix)]
+
+
+def no_traceback(result: pytest.RunResult) -> None:
+    """Nothing crashed: no traceback, no internal error, in either stream."""
+    text = result.stdout.str() + "\n" + result.stderr.str()
+    assert "Traceback" not in text and "INTERNALERROR" not in text, text
+
+
+def record_of(store: Path, nodeid: str) -> Path:
+    """The one record file of ``nodeid`` in ``store`` (found by the node id it holds)."""
+    from pytest_cachevault.store import Store
+
+    vault = Store(store)
+    found = [
+        path
+        for path, _ in vault.iter_records()
+        if (vault.read_record(path).payload or {}).get("nodeid") == nodeid
+    ]
+    assert len(found) == 1, f"{len(found)} records of {nodeid} in {store}"
+    return found[0]
+
+
+def record_files(store: Path) -> list[str]:
+    """The record files of a store, relative to it."""
+    records = store / "v1" / "records"
+    return sorted(p.relative_to(store).as_posix() for p in records.rglob("*.json")) if records.exists() else []
+
+
 # -- the environment and the runners -------------------------------------------------
 @pytest.fixture(autouse=True)
 def xdg_cache_home(
@@ -320,9 +353,10 @@ def run_pytest(pytester: pytest.Pytester, tmp_path_factory: pytest.TempPathFacto
         *args: str | os.PathLike[str],
         cwd: Path | None = None,
         env: Mapping[str, str | None] | None = None,
+        wrap: Sequence[str] = (),
     ) -> pytest.RunResult:
         basetemp = tmp_path_factory.mktemp("basetemp")
-        command = inner_command(f"--basetemp={basetemp}", *args)
+        command = [*wrap, *inner_command(f"--basetemp={basetemp}", *args)]
         cwd = Path(cwd or pytester.path)
         print("running:", *command, "\n     in:", cwd)
         start = time.perf_counter()

@@ -24,10 +24,14 @@ BAD_VALUES = {
         ["--vault-gc"], "vault_max_size = lots", ["vault_max_size", "--vault-max-size"]
     ),
     "ini-max-age": (["--vault-gc"], "vault_max_age = later", ["vault_max_age", "--vault-max-age"]),
-    "dir-is-a-file": (["--vault", "--vault-dir={file}"], "", ["--vault-dir"]),
-    "dir-under-a-file": (["--vault", "--vault-dir={file}/store"], "", ["--vault-dir"]),
-    "env-dir-is-a-file": (["--vault"], "", ["PYTEST_VAULT_DIR", "--vault-dir"]),
-    "read-only-dir": (["--vault", "--vault-dir={readonly}/store"], "", ["--vault-dir"]),
+    # A test run goes on without an unusable store (tests/test_bad_places.py); the
+    # garbage collector has nothing to do without one.
+    "dir-is-a-file": (["--vault-gc", "--vault-dir={file}"], "", ["--vault-dir"]),
+    "dir-under-a-file": (["--vault-gc", "--vault-dir={file}/store"], "", ["--vault-dir"]),
+    "env-dir-is-a-file": (["--vault-gc"], "", ["PYTEST_VAULT_DIR", "--vault-dir"]),
+    "read-only-dir": (["--vault-gc", "--vault-dir={readonly}/store"], "", ["--vault-dir"]),
+    "gc-read-only": (["--vault-gc", "--vault-readonly"], "", ["--vault-readonly"]),
+    "gc-ini-read-only": (["--vault-gc"], "vault_readonly = true", ["vault_readonly"]),
 }
 
 

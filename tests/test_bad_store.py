@@ -1,0 +1,146 @@
+"""Bad store contents: each is a miss, is removed (or left for a newer version), and is
+reported once as a ``vault warning:`` line; the run is never broken by it."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+
+from pytest_cachevault.hashing import digest_bytes
+from pytest_cachevault.store import COLLECTIONS, Store
+
+from conftest import (
+    BASIC_IDS,
+    executed,
+    no_traceback,
+    record_of,
+    replayed,
+    vault_counts,
+    vault_warnings,
+)
+
+DAMAGED_ID = "test_basic.py::test_add"
+
+
+def _import_state(record: Path) -> Path:
+    """The shared import-state object a record refers to."""
+    name = json.loads(record.read_bytes())["payload"]["shared"][0]
+    return record.parents[3] / "objects" / name[:2] / f"{name}.json"
+
+
+def _truncate(record: Path) -> None:
+    record.write_bytes(record.read_bytes()[:-30])
+
+
+def _garbage(record: Path) -> None:
+    record.write_bytes(bytes(range(256)) * 3)
+
+
+def _tamper(record: Path) -> None:
+    """Change the payload without fixing the checksum."""
+    record.write_bytes(record.read_bytes().replace(b'"outcome":"passed"', b'"outcome":"failed"'))
+
+
+def _future_schema(record: Path) -> None:
+    body = b'{"nodeid":"x"}'
+    record.write_bytes(b'{"schema":7,"checksum":"%s","payload":%s}' % (digest_bytes(body).encode(), body))
+
+
+def _directory_for_record(record: Path) -> None:
+    record.unlink()
+    (record / "nested").mkdir(parents=True)
+
+
+def _file_for_key_directory(record: Path) -> None:
+    shutil.rmtree(record.parent)
+    record.parent.write_text("not a directory")
+
+
+def _object_mismatch(record: Path) -> None:
+    _import_state(record).write_text('{"file": {}, "code": {}}')
+
+
+def _directory_for_object(record: Path) -> None:
+    state = _import_state(record)
+    state.unlink()
+    state.mkdir()
+
+
+# id: (damage, the warning's start, whether every test loses its record)
+DAMAGE = {
+    "truncated-record": (_truncate, "record whose checksum does not match: v1/records/", False),
+    "garbage-record": (_garbage, "record of an unknown schema or layout: v1/records/", False),
+    "tampered-record": (_tamper, "record whose checksum does not match: v1/records/", False),
+    "future-schema": (_future_schema, "record written by a newer pytest-cachevault (schema 7), left in place", False),
+    "directory-for-record": (_directory_for_record, "not a regular file where a record should be", False),
+    "file-for-key-directory": (_file_for_key_directory, "a file where a directory of records should be", False),
+    "object-not-matching-its-name": (_object_mismatch, "object whose content does not match its name: v1/objects/", True),
+    "directory-for-object": (_directory_for_object, "not a regular file where an object should be", True),
+}
+
+
+CASES = [pytest.param(case, [], id=case) for case in DAMAGE] + [
+    # Under xdist one worker finds a damaged record, both may find a damaged object.
+    pytest.param(case, ["-n", "2"], id=f"{case}-xdist")
+    for case in ("truncated-record", "object-not-matching-its-name")
+]
+
+
+@pytest.mark.parametrize("case, workers", CASES)
+def test_damaged_store_is_a_miss_and_one_warning(case, workers, basic_project, run_vault, ran_log):
+    if workers:
+        pytest.importorskip("xdist")
+    damage, warning, everything = DAMAGE[case]
+    run_vault().assert_outcomes(passed=3)
+    ran_log.take()
+    damage(record_of(run_vault.store, DAMAGED_ID))
+
+    result = run_vault("-v", *workers)
+    no_traceback(result)
+    assert result.ret == 0
+    result.assert_outcomes(passed=3)
+    [line] = vault_warnings(result)
+    assert line.startswith(warning), line
+    ran = set(ran_log.take())
+    if everything and workers:
+        # The worker that found the damaged object rewrote it when it recorded its
+        # test (same content, same name); the other worker may then verify and use it.
+        assert ran and vault_counts(result) == (3 - len(ran), len(ran))
+    else:
+        must_run = BASIC_IDS if everything else {DAMAGED_ID}
+        assert ran == must_run
+        assert vault_counts(result) == (3 - len(must_run), len(must_run))
+    if not workers:
+        assert executed(result) == ran
+
+    # Gone, or replaced by the test's new record: the next run neither warns nor runs.
+    after = run_vault("-v", *workers)
+    assert vault_warnings(after) == []
+    assert vault_counts(after) == (3, 0)
+    assert ran_log.take() == []
+    if not workers:
+        assert replayed(after) == BASIC_IDS
+
+
+@pytest.mark.parametrize("mark", ["__class__", "_private", ""])
+def test_a_stored_collection_with_an_impossible_mark(mark, basic_project, run_vault, ran_log):
+    """A test module's collection record whose mark pytest cannot make: the module is
+    imported as usual, its tests replay, the run does not fail."""
+    run_vault().assert_outcomes(passed=3)
+    ran_log.take()
+    store = Store(run_vault.store)
+    [path] = [p for p, _ in store.iter_records(COLLECTIONS)]
+    payload = store.read_record(path).payload
+    payload["items"][0][2] = [[mark, [], {}]]
+    path.unlink()
+    store.put_record(path.parent.name, path.stem, payload, COLLECTIONS)
+
+    result = run_vault("-v")
+    no_traceback(result)
+    assert result.ret == 0
+    result.assert_outcomes(passed=3)
+    assert vault_counts(result) == (3, 0)
+    assert ran_log.take() == []
