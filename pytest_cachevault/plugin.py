@@ -340,8 +340,9 @@ class VaultPlugin:
 
     def pytest_collectreport(self, report: pytest.CollectReport) -> None:
         if not report.passed:  # a class in the module failed: its tests are not all known
-            for module in [m for m in self._collected_items if report.nodeid.startswith(m.nodeid)]:
-                del self._collected_items[module]
+            for module in list(self._collected_items):
+                if report.nodeid == module.nodeid or report.nodeid.startswith(module.nodeid + "::"):
+                    del self._collected_items[module]
 
     @pytest.hookimpl(wrapper=True, tryfirst=True)
     def pytest_collection_modifyitems(self, session: pytest.Session, config: pytest.Config,

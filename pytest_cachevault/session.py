@@ -109,8 +109,8 @@ class VaultSession:
 
     def _unchanged(self, key: str, changes: list[str], area: str = RESULTS) -> Iterator[Candidate]:
         """The candidates of ``key`` whose inputs are unchanged; the first change goes to ``changes``."""
-        read_ahead = self._read_ahead.pop(key, None)
-        for candidate in self.store.candidates(key, area) if read_ahead is None else read_ahead:
+        candidates = self._read_ahead.pop(key, None)
+        for candidate in self.store.candidates(key, area) if candidates is None else candidates:
             changed = self._changed(candidate.payload)
             if changed is None:
                 yield candidate
@@ -125,9 +125,8 @@ class VaultSession:
         key = fingerprint.key_of(self.environment_id, nodeid)
         candidates = list(self.store.candidates(key))
         self._read_ahead[key] = candidates
-        candidate = next(self._unchanged(key, []), None)
-        self._read_ahead[key] = candidates
-        return candidate is not None and candidate.payload.get("outcome") == "passed"
+        first = next((c for c in candidates if self._changed(c.payload) is None), None)
+        return first is not None and first.payload.get("outcome") == "passed"
 
     def lookup(self, nodeid: str) -> Verdict:
         changes: list[str] = []
