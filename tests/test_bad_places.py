@@ -12,8 +12,6 @@ import subprocess
 
 import pytest
 
-from pytest_cachevault.store import Store
-
 from conftest import (
     BASIC_IDS,
     RANLOG_MODULE,

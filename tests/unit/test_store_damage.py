@@ -25,12 +25,6 @@ def NAME() -> str:
     return uuid.uuid4().hex
 
 
-@pytest.fixture
-def store(tmp_path):
-    store = Store(tmp_path / "vault")
-    store.ensure()
-    return store
-
 
 def _payloads(store: Store, key: str = KEY) -> list[dict]:
     return [c.payload for c in store.candidates(key)]

@@ -10,7 +10,7 @@ import uuid
 import pytest
 
 from pytest_cachevault import gc
-from pytest_cachevault.store import MAX_CANDIDATES, Store
+from pytest_cachevault.store import MAX_CANDIDATES
 
 KEY = "ab" * 16
 
@@ -19,12 +19,6 @@ def NAME() -> str:
     """A fresh record name (callers name records by their inputs)."""
     return uuid.uuid4().hex
 
-
-@pytest.fixture
-def store(tmp_path):
-    store = Store(tmp_path / "vault")
-    store.ensure()
-    return store
 
 
 def test_layout_and_tag(store):
