@@ -3,11 +3,15 @@
 Knows nothing of pytest. Layout::
 
     <dir>/CACHEDIR.TAG
-    <dir>/v1/records/<key[:2]>/<key>/<name>.json   candidate results of one test key
-    <dir>/v1/collections/<key[:2]>/<key>/<name>.json   the same for what a test module held
-    <dir>/v1/objects/<id[:2]>/<id>.json            shared input sets, named by content
-    <dir>/v1/runs/<ms>-<random>.json               one line of counts per finished run
-    <dir>/v1/tmp/                                  staging for write-then-rename
+    <dir>/v2/records/<key[:2]>/<key>.<name>.json      candidate results of one test key
+    <dir>/v2/collections/<key[:2]>/<key>.<name>.json  the same for what a test module held
+    <dir>/v2/objects/<id[:2]>/<id>.json               shared input sets, named by content
+    <dir>/v2/runs/<ms>-<random>.json                  one line of counts per finished run
+    <dir>/v2/tmp/                                     staging for write-then-rename
+
+A run lists each shard of records it needs once (256 directories at most) rather
+than one directory per test: on a warm run of tens of thousands of tests, opening a
+directory per test cost more than reading the records.
 
 Every file is written to ``tmp/`` and renamed into place, so readers see whole files
 or nothing, a killed writer leaves at most a stray temp file, and two writers of the
@@ -49,7 +53,8 @@ from pathlib import Path
 from .hashing import digest_bytes
 
 SCHEMA = 1
-LAYOUT = f"v{SCHEMA}"
+#: The directory layout; bumped when files move (records keep their schema).
+LAYOUT = "v2"
 MAX_CANDIDATES = 8
 #: The areas records live in: test results, and test modules' collections.
 RESULTS = "records"
@@ -173,6 +178,8 @@ class Store:
         self.problems: list[str] = []
         #: Keys whose records were passed over for their signature, and why.
         self.ignored: dict[str, str] = {}
+        #: (area, shard) -> key -> record paths, listed once per run.
+        self._listings: dict[tuple[str, str], dict[str, list[str]]] = {}
 
     # -- setup --------------------------------------------------------------------
     def ensure(self) -> None:
@@ -205,29 +212,42 @@ class Store:
         return None if probe.is_dir() else probe
 
     # -- records ------------------------------------------------------------------
-    def _key_dir(self, key: str, area: str) -> Path:
-        return self.base / area / key[:2] / key
+    def _shard(self, key: str, area: str) -> Path:
+        return self.base / area / key[:2]
+
+    def _listed(self, key: str, area: str) -> list[str]:
+        """The record files of ``key``, from one listing of its shard per run.
+
+        Records another process writes after the listing are not seen: a miss."""
+        shard = (area, key[:2])
+        listing = self._listings.get(shard)
+        if listing is None:
+            listing = self._listings[shard] = {}
+            directory = self._shard(key, area)
+            try:
+                entries = list(os.scandir(directory))
+            except NotADirectoryError:
+                self._problem(directory, "a file where a directory of records should be")
+                entries = []
+            except OSError:
+                entries = []
+            for entry in entries:
+                listing.setdefault(entry.name.partition(".")[0], []).append(entry.path)
+        return listing.setdefault(key, [])
 
     def candidates(self, key: str, area: str = RESULTS) -> Iterator[Candidate]:
         """Stored results for ``key``, most recently used first; bad files are skipped.
 
         Called once per test on every run: plain ``os`` calls on strings, and no
         ordering ``stat`` when there is one candidate (the common case)."""
-        directory = str(self._key_dir(key, area))
-        try:
-            entries = list(os.scandir(directory))
-        except NotADirectoryError:
-            self._problem(directory, "a file where a directory of records should be")
-            return
-        except OSError:
-            return
-        if len(entries) == 1:
-            paths = [entries[0].path]
+        listed = self._listed(key, area)
+        if len(listed) == 1:
+            paths = listed
         else:
             stamped = []
-            for entry in entries:
+            for path in listed:
                 try:
-                    stamped.append((entry.stat(follow_symlinks=False).st_mtime_ns, entry.path))
+                    stamped.append((os.lstat(path).st_mtime_ns, path))
                 except OSError:
                     continue
             paths = [path for _, path in sorted(stamped, reverse=True)]
@@ -302,8 +322,8 @@ class Store:
         inputs refreshes its record instead of adding one."""
         if not (is_name(key) and is_name(name)):
             raise ValueError("record keys and names are hex digests")
-        directory = self._key_dir(key, area)
-        path = directory / f"{name}.json"
+        directory = self._shard(key, area)
+        path = directory / f"{key}.{name}.json"
         if self.readonly:
             return path
         body = _canonical(payload)
@@ -313,17 +333,25 @@ class Store:
         )
         self._mkdir(directory)
         self._write(path, data)
-        self._trim(directory)
+        listed = self._listed(key, area)
+        if str(path) not in listed:
+            listed.append(str(path))
+            self._trim(listed)
         return path
 
-    def _trim(self, directory: Path) -> None:
+    def _trim(self, listed: list[str]) -> None:
         """Keep at most :data:`MAX_CANDIDATES` records per key (the newest)."""
-        try:
-            entries = [(e.stat(follow_symlinks=False).st_mtime_ns, e.path) for e in os.scandir(directory)]
-        except OSError:
+        if len(listed) <= MAX_CANDIDATES:
             return
-        for _, path in sorted(entries, reverse=True)[MAX_CANDIDATES:]:
+        stamped = []
+        for path in listed:
+            try:
+                stamped.append((os.lstat(path).st_mtime_ns, path))
+            except OSError:
+                stamped.append((0, path))
+        for _, path in sorted(stamped, reverse=True)[MAX_CANDIDATES:]:
             self._clear(path)
+            listed.remove(path)
 
     def touch(self, candidate: Candidate) -> None:
         """Mark a record as just used (LRU order for garbage collection)."""
@@ -411,15 +439,15 @@ class Store:
     # -- listing, for garbage collection -----------------------------------------
     def iter_records(self, area: str = RESULTS) -> Iterator[tuple[Path, os.stat_result]]:
         for shard in _scandirs(self.base / area):
-            for key_dir in _scandir(Path(shard.path)):
-                if not key_dir.is_dir(follow_symlinks=False):
-                    self._problem(key_dir.path, "a file where a directory of records should be")
+            for entry in _scandir(Path(shard.path)):
+                try:
+                    st = entry.stat(follow_symlinks=False)
+                except OSError:
                     continue
-                for entry in _scandir(Path(key_dir.path)):
-                    try:
-                        yield Path(entry.path), entry.stat(follow_symlinks=False)
-                    except OSError:
-                        continue
+                if not stat.S_ISREG(st.st_mode):
+                    self._problem(entry.path, "not a regular file where a record should be")
+                    continue
+                yield Path(entry.path), st
 
     def iter_objects(self) -> Iterator[tuple[str, Path, os.stat_result]]:
         for shard in _scandirs(self.objects):
@@ -444,19 +472,15 @@ class Store:
                 continue
 
     def read_record(self, path: Path) -> ReadRecord:
-        """A record file found by :meth:`iter_records` (its directory is its key)."""
-        return self._read_record(path, path.parent.name, path.parent.parent.parent.name)
+        """A record file found by :meth:`iter_records`."""
+        key, _ = record_key_and_name(path)
+        return self._read_record(path, key, path.parent.parent.name)
 
     def remove(self, path: Path) -> None:
-        """Delete a file of the store; a record's key directory goes with its last record."""
+        """Delete a file of the store."""
         if self.readonly:
             return
         self._clear(path)
-        if path.parent.parent.parent in (self.records, self.collections):
-            try:
-                path.parent.rmdir()
-            except OSError:
-                pass
 
     # -- low level ----------------------------------------------------------------
     def _note(self, message: str) -> None:
@@ -517,8 +541,8 @@ class Store:
     def _write(self, path: Path, data: bytes) -> None:
         """Write ``data`` to a temp file and rename it to ``path``.
 
-        A directory that vanished meanwhile (a collector removed an emptied key
-        directory, or ``tmp/``) is made again; a directory standing where the file
+        A directory that vanished meanwhile (someone removed a shard or ``tmp/``) is
+        made again; a directory standing where the file
         goes is removed. Any other failure (full disk, read-only) is a StoreError."""
         if self.readonly:
             return
@@ -549,6 +573,12 @@ class Store:
                 if last or exc.errno not in (errno.EISDIR, errno.ENOTEMPTY, errno.EEXIST):
                     raise self._cannot_write(exc) from exc
                 self._problem(path, "a directory where a file should be")
+
+
+def record_key_and_name(path: Path) -> tuple[str, str]:
+    """The key and the name a record file is stored under (``<key>.<name>.json``)."""
+    key, _, rest = path.name.partition(".")
+    return key, rest.removesuffix(".json")
 
 
 def _scandir(path: Path) -> list[os.DirEntry]:

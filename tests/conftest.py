@@ -268,7 +268,7 @@ def record_of(store: Path, nodeid: str) -> Path:
 
 def record_files(store: Path) -> list[str]:
     """The record files of a store, relative to it."""
-    records = store / "v1" / "records"
+    records = store / "v2" / "records"
     return sorted(p.relative_to(store).as_posix() for p in records.rglob("*.json")) if records.exists() else []
 
 

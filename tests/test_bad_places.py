@@ -185,8 +185,8 @@ def test_disk_fills_up_during_the_run(workers, pytester, run_vault, ran_log):
         f"cannot write to the vault at {run_vault.store}: No space left on device (ENOSPC); "
         "results of this run are not stored"
     ]
-    assert list((run_vault.store / "v1" / "tmp").iterdir()) == []  # the half-written file is gone
-    stored = len(list((run_vault.store / "v1" / "records").rglob("*.json")))
+    assert list((run_vault.store / "v2" / "tmp").iterdir()) == []  # the half-written file is gone
+    stored = len(list((run_vault.store / "v2" / "records").rglob("*.json")))
     assert 1 <= stored < 10
 
     _capacity(project, None)

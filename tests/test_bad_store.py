@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from pytest_cachevault.hashing import digest_bytes
-from pytest_cachevault.store import COLLECTIONS, Store
+from pytest_cachevault.store import COLLECTIONS, Store, record_key_and_name
 
 from conftest import (
     BASIC_IDS,
@@ -28,7 +28,7 @@ DAMAGED_ID = "test_basic.py::test_add"
 def _import_state(record: Path) -> Path:
     """The shared import-state object a record refers to."""
     name = json.loads(record.read_bytes())["payload"]["shared"][0]
-    return record.parents[3] / "objects" / name[:2] / f"{name}.json"
+    return record.parents[2] / "objects" / name[:2] / f"{name}.json"
 
 
 def _truncate(record: Path) -> None:
@@ -54,7 +54,7 @@ def _directory_for_record(record: Path) -> None:
     (record / "nested").mkdir(parents=True)
 
 
-def _file_for_key_directory(record: Path) -> None:
+def _file_for_shard_directory(record: Path) -> None:
     shutil.rmtree(record.parent)
     record.parent.write_text("not a directory")
 
@@ -71,13 +71,13 @@ def _directory_for_object(record: Path) -> None:
 
 # id: (damage, the warning's start, whether every test loses its record)
 DAMAGE = {
-    "truncated-record": (_truncate, "record whose checksum does not match: v1/records/", False),
-    "garbage-record": (_garbage, "record of an unknown schema or layout: v1/records/", False),
-    "tampered-record": (_tamper, "record whose checksum does not match: v1/records/", False),
+    "truncated-record": (_truncate, "record whose checksum does not match: v2/records/", False),
+    "garbage-record": (_garbage, "record of an unknown schema or layout: v2/records/", False),
+    "tampered-record": (_tamper, "record whose checksum does not match: v2/records/", False),
     "future-schema": (_future_schema, "record written by a newer pytest-cachevault (schema 7), left in place", False),
     "directory-for-record": (_directory_for_record, "not a regular file where a record should be", False),
-    "file-for-key-directory": (_file_for_key_directory, "a file where a directory of records should be", False),
-    "object-not-matching-its-name": (_object_mismatch, "object whose content does not match its name: v1/objects/", True),
+    "file-for-shard-directory": (_file_for_shard_directory, "a file where a directory of records should be", False),
+    "object-not-matching-its-name": (_object_mismatch, "object whose content does not match its name: v2/objects/", True),
     "directory-for-object": (_directory_for_object, "not a regular file where an object should be", True),
 }
 
@@ -136,7 +136,7 @@ def test_a_stored_collection_with_an_impossible_mark(mark, basic_project, run_va
     payload = store.read_record(path).payload
     payload["items"][0][2] = [[mark, [], {}]]
     path.unlink()
-    store.put_record(path.parent.name, path.stem, payload, COLLECTIONS)
+    store.put_record(*record_key_and_name(path), payload, COLLECTIONS)
 
     result = run_vault("-v")
     no_traceback(result)

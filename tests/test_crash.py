@@ -116,7 +116,7 @@ def _wait_for(condition, process: subprocess.Popen, timeout: float = 60) -> bool
 
 
 def _records(store: Path) -> int:
-    return sum(1 for _ in (store / "v1" / "records").rglob("*.json")) if (store / "v1").exists() else 0
+    return sum(1 for _ in (store / "v2" / "records").rglob("*.json")) if (store / "v2").exists() else 0
 
 
 def _age(paths, seconds: float) -> None:
@@ -138,7 +138,7 @@ def test_killed_while_writing_a_record(pytester, run_vault, ran_log, tmp_path):
     assert process.returncode == -signal.SIGKILL
     hang.unlink()
     stray = Path(hanging.read_text())
-    assert stray.parent == run_vault.store / "v1" / "tmp"
+    assert stray.parent == run_vault.store / "v2" / "tmp"
     assert stray.exists() and stray.stat().st_size > 0
     assert _records(run_vault.store) == 4
     ran_log.take()

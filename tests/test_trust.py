@@ -10,7 +10,7 @@ import shutil
 import pytest
 
 from pytest_cachevault.hashing import digest_bytes
-from pytest_cachevault.store import COLLECTIONS, Store
+from pytest_cachevault.store import COLLECTIONS, Store, record_key_and_name
 
 from conftest import (
     BASIC_IDS,
@@ -84,7 +84,7 @@ def test_read_only_reports_a_damaged_record_and_leaves_it(basic_project, run_vau
         assert vault_counts(result) == (2, 1)
         assert ran_log.take() == ["test_basic.py::test_add"]
         [warning] = vault_warnings(result)
-        assert warning.startswith("record of an unknown schema or layout: v1/records/")
+        assert warning.startswith("record of an unknown schema or layout: v2/records/")
         assert damaged.read_bytes() == b"garbage"
 
 
@@ -96,7 +96,7 @@ OTHER_KEY = {"PYTEST_VAULT_KEY": "someone else's secret"}
 def test_signed_records_replay_with_the_key_and_without_it(basic_project, run_vault, ran_log):
     run_vault(env=KEY).assert_outcomes(passed=3)
     ran_log.take()
-    for record in (run_vault.store / "v1" / "records").rglob("*.json"):
+    for record in (run_vault.store / "v2" / "records").rglob("*.json"):
         assert b'"hmac":"' in record.read_bytes()
         assert b"secret" not in record.read_bytes()
     assert vault_counts(run_vault(env=KEY)) == (3, 0)
@@ -164,9 +164,11 @@ def _plant_good_record_as_bad(store) -> None:
     test's record where the failing test's record is (its checksum stays right)."""
     good = record_of(store, "test_poison.py::test_good")
     bad = record_of(store, "test_poison.py::test_bad")
-    for record in bad.parent.iterdir():
+    bad_key, _ = record_key_and_name(bad)
+    for record in bad.parent.glob(f"{bad_key}.*"):
         record.unlink()
-    shutil.copy(good, bad.parent / good.name)
+    _, good_name = record_key_and_name(good)
+    shutil.copy(good, bad.parent / f"{bad_key}.{good_name}.json")
 
 
 def test_without_a_key_the_store_is_trusted(pytester, run_vault):
@@ -199,12 +201,12 @@ def test_a_forged_payload_is_ignored_with_a_key(pytester, run_vault):
     bad = record_of(run_vault.store, "test_poison.py::test_bad")
     good_payload = Store(run_vault.store).read_record(good).payload
     forged = dict(good_payload, nodeid="test_poison.py::test_bad")
-    key = bad.parent.name
-    for record in bad.parent.iterdir():
+    key, name = record_key_and_name(bad)
+    for record in bad.parent.glob(f"{key}.*"):
         record.unlink()
-    Store(run_vault.store).put_record(key, bad.stem, forged)  # a right checksum, no signature
-    data = (bad.parent / f"{bad.stem}.json").read_bytes()
-    (bad.parent / f"{bad.stem}.json").write_bytes(
+    written = Store(run_vault.store).put_record(key, name, forged)  # a right checksum, no signature
+    data = written.read_bytes()
+    written.write_bytes(
         data.replace(b',"payload":', b',"hmac":"' + b"0" * 64 + b'","payload":', 1)
     )
 
@@ -227,7 +229,7 @@ def test_a_record_naming_a_file_outside_the_rootdir_is_never_read(form, basic_pr
     store = Store(run_vault.store)
     payload = store.read_record(record).payload
     payload["inputs"]["file"][name] = digest_bytes(outside.read_bytes())
-    store.put_record(record.parent.name, record.stem, payload)
+    store.put_record(*record_key_and_name(record), payload)
 
     result = run_vault("--vault-explain")
     no_traceback(result)
@@ -235,7 +237,7 @@ def test_a_record_naming_a_file_outside_the_rootdir_is_never_read(form, basic_pr
     assert ran_log.take() == ["test_basic.py::test_add"]
     assert explanations(result)["test_basic.py::test_add"] == f"changed: {name} (not a path under the rootdir)"
 
-    store.put_record(record.parent.name, record.stem, payload)  # the run replaced it
+    store.put_record(*record_key_and_name(record), payload)  # the run replaced it
     described = run_vault("--vault-readonly", "--vault-explain=test_basic.py::test_add", "-v")
     described.stdout.fnmatch_lines([f"*file*{name}*not a path under the rootdir: never read"])
     assert replayed(described) == BASIC_IDS - {"test_basic.py::test_add"}
@@ -266,7 +268,7 @@ def test_a_replayed_warning_cannot_show_a_line_of_another_file(where, pytester, 
     warning = json.loads(payload["warnings"][0])
     warning.update(filename=str(secret), lineno=1)
     payload["warnings"] = [json.dumps(warning)]
-    store.put_record(record.parent.name, record.stem, payload)
+    store.put_record(*record_key_and_name(record), payload)
 
     result = run_vault()
     no_traceback(result)
@@ -285,7 +287,7 @@ def _drop_from_collection(store_dir, nodeid: str) -> None:
     payload = store.read_record(path).payload
     payload["items"] = [item for item in payload["items"] if f"{module}::{item[0]}" != nodeid]
     path.unlink()
-    store.put_record(path.parent.name, path.stem, payload, COLLECTIONS)
+    store.put_record(*record_key_and_name(path), payload, COLLECTIONS)
 
 
 def test_with_a_key_a_forged_collection_cannot_hide_a_test(pytester, run_vault):

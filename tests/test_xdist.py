@@ -276,7 +276,7 @@ def test_a_worker_s_warning_reaches_the_controller_once(pytester, run_vault, ran
     result.assert_outcomes(passed=17, failed=2, skipped=2, xfailed=1, xpassed=1, errors=1)
     assert vault_counts(result) == (20, 4)
     [warning] = vault_warnings(result)
-    assert warning.startswith("record of an unknown schema or layout: v1/records/")
+    assert warning.startswith("record of an unknown schema or layout: v2/records/")
     assert vault_warnings(run_vault("-n", "2")) == []
 
 

@@ -16,7 +16,7 @@ import uuid
 import pytest
 
 from pytest_cachevault import gc, store as store_module
-from pytest_cachevault.store import SCHEMA, Store, StoreError
+from pytest_cachevault.store import SCHEMA, Store, StoreError, record_key_and_name
 
 KEY = "ab" * 16
 
@@ -38,7 +38,7 @@ def test_a_directory_where_a_record_should_be(store):
     assert _payloads(store) == []
     assert not path.exists()
     assert store.problems == [f"not a regular file where a record should be: {path.relative_to(store.directory)}"]
-    store.put_record(KEY, path.stem, {"n": 2})
+    store.put_record(*record_key_and_name(path), {"n": 2})
     assert _payloads(store) == [{"n": 2}]
 
 
@@ -70,12 +70,11 @@ def test_a_pipe_where_a_record_should_be_does_not_hang(store):
     assert len(store.problems) == 1
 
 
-def test_a_file_where_a_key_directory_should_be(store):
-    key_dir = store.records / KEY[:2] / KEY
-    key_dir.parent.mkdir(parents=True)
-    key_dir.write_text("junk")
+def test_a_file_where_a_shard_directory_should_be(store):
+    shard = store.records / KEY[:2]
+    shard.write_text("junk")
     assert _payloads(store) == []
-    assert not key_dir.exists()
+    assert not shard.exists()
     assert len(store.problems) == 1
     store.put_record(KEY, NAME(), {"n": 1})
     assert _payloads(store) == [{"n": 1}]
@@ -150,9 +149,9 @@ def test_tmp_removed_meanwhile_is_made_again(store):
     assert store.problems == []
 
 
-def test_key_directory_removed_by_gc_while_writing(store, monkeypatch):
-    """gc removes a key directory it emptied between a writer's mkdir and its rename."""
-    key_dir = store.records / KEY[:2] / KEY
+def test_shard_directory_removed_while_writing(store, monkeypatch):
+    """The shard vanishes between a writer's mkdir and its rename."""
+    key_dir = store.records / KEY[:2]
     real_write = store_module._write_file
     calls = []
 
@@ -212,7 +211,7 @@ def test_gc_with_a_directory_for_its_lock(store):
     os.utime(stray, (past, past))
     result = gc.collect(store, max_size=10**9, max_age=10**9)
     assert result.temp_removed == 1
-    assert result.problems == ["not a regular file where the gc lock should be: v1/gc.lock"]
+    assert result.problems == ["not a regular file where the gc lock should be: v2/gc.lock"]
     assert "vault warning: not a regular file where the gc lock should be" in result.describe()
 
 

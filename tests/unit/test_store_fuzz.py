@@ -42,7 +42,7 @@ def _store(key: bytes | None = None) -> Store:
 
 def _read(store: Store, data: bytes) -> list[dict]:
     """Put ``data`` where a record of KEY lives and read the key's candidates."""
-    path = store.records / KEY[:2] / KEY / f"{NAME}.json"
+    path = store.records / KEY[:2] / f"{KEY}.{NAME}.json"
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_bytes(data)
     store.problems.clear()

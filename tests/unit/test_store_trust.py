@@ -101,8 +101,8 @@ def test_a_signed_record_does_not_verify_under_another_key(tmp_path):
     store = Store(tmp_path / "vault", key=SECRET)
     store.ensure()
     passing = store.put_record(KEY, NAME(), {"outcome": "passed"})
-    planted = store.records / OTHER_KEY[:2] / OTHER_KEY / passing.name
-    planted.parent.mkdir(parents=True)
+    planted = store.records / OTHER_KEY[:2] / passing.name.replace(KEY, OTHER_KEY, 1)
+    planted.parent.mkdir(parents=True, exist_ok=True)
     shutil.copy(passing, planted)
     assert list(store.candidates(OTHER_KEY)) == []
     assert store.ignored == {OTHER_KEY: BADLY_SIGNED}
@@ -179,7 +179,7 @@ def test_a_signed_record_does_not_verify_in_the_other_area(tmp_path):
     store = Store(tmp_path / "vault", key=SECRET)
     store.ensure()
     result = store.put_record(KEY, NAME(), {"outcome": "passed"})
-    moved = store.collections / KEY[:2] / KEY / result.name
+    moved = store.collections / KEY[:2] / result.name
     moved.parent.mkdir(parents=True)
     shutil.copy(result, moved)
     assert [c.payload for c in store.candidates(KEY)] == [{"outcome": "passed"}]
