@@ -39,8 +39,8 @@ def _jsonable(value: Any) -> Any:
 def stored_items(module: pytest.Collector, items: list[pytest.Item]) -> list | None:
     """What a collection record keeps of ``module``'s tests, or None if it cannot stand in.
 
-    Only test functions (unittest methods included) can: their node ids extend the module's and their
-    locations are under the rootdir."""
+    Only test functions (unittest methods included) can: their node ids extend the
+    module's and their locations are under the rootdir."""
     prefix = module.nodeid + "::"
     stored = []
     for item in items:
