@@ -151,7 +151,7 @@ def test_tmp_removed_meanwhile_is_made_again(store):
 
 def test_shard_directory_removed_while_writing(store, monkeypatch):
     """The shard vanishes between a writer's mkdir and its rename."""
-    key_dir = store.records / KEY[:2]
+    shard = store.records / KEY[:2]
     real_write = store_module._write_file
     calls = []
 
@@ -159,7 +159,7 @@ def test_shard_directory_removed_while_writing(store, monkeypatch):
         real_write(path, data)
         calls.append(path)
         if len(calls) == 1:
-            os.rmdir(key_dir)
+            os.rmdir(shard)
 
     monkeypatch.setattr(store_module, "_write_file", write_then_lose_the_directory)
     store.put_record(KEY, NAME(), {"n": 1})
