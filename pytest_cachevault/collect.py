@@ -1,14 +1,17 @@
 """Collection skipping: test modules that are not imported, their tests replayed.
 
 Importing and collecting the test modules is most of what a run that replays every
-test costs. A *collection record* keeps what one test module held (the node ids, the
-locations and the marks of its tests) under the inputs that shaped it (the module's
-text, its conftests, what its import ran, read and listed, and the shared import
-state). When those are unchanged and every test it held would replay, the module is
-not imported: a :class:`StoredModule` stands in for it and yields one
-:class:`StoredItem` per test, which is only ever replayed (pytest's own ``--lf``
-skips files the same way). Should a stored item fail to replay after all (a live
-test changed a file it reads), :func:`realize` collects the real module then.
+test costs. A *collection record* keeps what one test module held (the node ids,
+names, locations, marks and keywords of its tests) under the inputs that shaped it
+(the module's text, its conftests, what its import ran, read and listed, and the
+shared import state). When those are unchanged and every test it held would replay
+or never ran (deselected until now), the module is not imported: a
+:class:`StoredModule` stands in for it and yields one :class:`StoredItem` per test,
+which is only ever replayed (pytest's own ``--lf`` skips files the same way).
+``-m`` and ``-k`` select among stand-ins as among the real tests: they see the same
+marks and names. Should a stored item fail to replay after all (a live test changed
+a file it reads, or a test that never ran is selected), :func:`realize` collects the
+real module then.
 """
 
 from __future__ import annotations
@@ -16,13 +19,14 @@ from __future__ import annotations
 import json
 import warnings
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import pytest
 
 from . import fingerprint
 
-#: Marks pytest consumes while collecting: their arguments are values, not settings.
+#: Marks whose arguments pytest consumes while collecting: a stand-in keeps the name
+#: (``-m parametrize`` selects) but not the values.
 _CONSUMED_MARKS = frozenset({"parametrize"})
 
 
@@ -36,14 +40,34 @@ def _jsonable(value: Any) -> Any:
     return json.loads(json.dumps(value, default=repr))
 
 
-def stored_items(module: pytest.Collector, items: list[pytest.Item]) -> list | None:
+class Shape(NamedTuple):
+    """What ``-m`` and ``-k`` look at on a test, taken when it is collected (before any
+    ``pytest_collection_modifyitems``, which a stand-in goes through like the real test)."""
+
+    marks: list[pytest.Mark]
+    #: Names ``-k`` matches beyond the test's own and its module's: enclosing classes,
+    #: extra keywords, attributes of the test function.
+    words: list[str]
+
+
+def shape(module: pytest.Collector, item: pytest.Item) -> Shape:
+    chain = item.listchain()
+    inner = chain[chain.index(module) + 1 :] if module in chain else [item]
+    words = {node.name for node in inner[:-1]}
+    for node in inner:
+        words.update(node.extra_keyword_matches)
+    words.update(getattr(getattr(item, "function", None), "__dict__", ()))
+    return Shape(list(item.iter_markers()), sorted(words))
+
+
+def stored_items(module: pytest.Collector, items: list[tuple[pytest.Item, Shape]]) -> list | None:
     """What a collection record keeps of ``module``'s tests, or None if it cannot stand in.
 
     Only test functions (unittest methods included) can: their node ids extend the
     module's and their locations are under the rootdir."""
     prefix = module.nodeid + "::"
     stored = []
-    for item in items:
+    for item, (marks, words) in items:
         location = item.location
         if (
             not isinstance(item, pytest.Function)
@@ -51,12 +75,15 @@ def stored_items(module: pytest.Collector, items: list[pytest.Item]) -> list | N
             or location[0].startswith(("/", ".."))
         ):
             return None
-        marks = [
-            [mark.name, _jsonable(list(mark.args)), _jsonable(mark.kwargs)]
-            for mark in item.iter_markers()
-            if mark.name not in _CONSUMED_MARKS
+        stored_marks = [
+            [mark.name, [], {}] if mark.name in _CONSUMED_MARKS
+            else [mark.name, _jsonable(list(mark.args)), _jsonable(mark.kwargs)]
+            for mark in marks
         ]
-        stored.append([item.nodeid[len(prefix) :], [location[0], location[1], location[2]], marks])
+        stored.append([
+            item.nodeid[len(prefix) :], item.name, [location[0], location[1], location[2]],
+            stored_marks, words,
+        ])
     return stored
 
 
@@ -92,28 +119,35 @@ def valid_items(value: object) -> list | None:
     for entry in value:
         if not (
             isinstance(entry, list)
-            and len(entry) == 3
+            and len(entry) == 5
             and isinstance(entry[0], str)
-            and entry[0]
-            and _is_location(entry[1])
-            and isinstance(entry[2], list)
-            and all(_is_mark(mark) for mark in entry[2])
+            and isinstance(entry[1], str)
+            and entry[1]
+            and entry[0].endswith(entry[1])
+            and _is_location(entry[2])
+            and isinstance(entry[3], list)
+            and all(_is_mark(mark) for mark in entry[3])
+            and isinstance(entry[4], list)
+            and all(isinstance(word, str) for word in entry[4])
         ):
             return None
     return value
 
 
 class StoredItem(pytest.Item):
-    """A test of a module that was not imported: it has a node id, a location and marks,
-    and is replayed from the store; it never runs."""
+    """A test of a module that was not imported: it has the node id, name, location,
+    marks and keywords of the real test, and is replayed from the store; it never runs."""
 
-    def __init__(self, *, location: list, marks: list, **kwargs: Any) -> None:
+    def __init__(self, *, location: list, marks: list[pytest.MarkDecorator], words: list[str],
+                 **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self._stored_location = location
-        with warnings.catch_warnings():  # marks only a plugin registers, at run time
-            warnings.simplefilter("ignore", pytest.PytestUnknownMarkWarning)
-            for name, args, mark_kwargs in marks:
-                self.add_marker(getattr(pytest.mark, name).with_args(*args, **mark_kwargs))
+        # What ``Item.location`` would compute from ``reportinfo``, at a cost per test.
+        self.location = (location[0], location[1], location[2])
+        for mark in marks:
+            self.add_marker(mark)
+        self.extra_keyword_matches.update(words)
+        self.keywords.update(dict.fromkeys(words, True))
 
     def reportinfo(self) -> tuple[Path, int | None, str]:
         relpath, lineno, domain = self._stored_location
@@ -136,13 +170,24 @@ class StoredModule(pytest.File):
         self.real: dict[str, pytest.Item] | None = None
 
     def node_ids(self) -> list[str]:
-        return [f"{self.nodeid}::{name}" for name, _, _ in self._stored]
+        return [f"{self.nodeid}::{suffix}" for suffix, *_ in self._stored]
 
     def collect(self) -> list[StoredItem]:
-        return [
-            StoredItem.from_parent(self, name=name, location=location, marks=marks)
-            for name, location, marks in self._stored
-        ]
+        decorators: dict[str, pytest.MarkDecorator] = {}
+        items = []
+        with warnings.catch_warnings():  # marks only a plugin registers, at run time
+            warnings.simplefilter("ignore", pytest.PytestUnknownMarkWarning)
+            for suffix, name, location, marks, words in self._stored:
+                decorated = []
+                for mark_name, args, mark_kwargs in marks:
+                    if mark_name not in decorators:
+                        decorators[mark_name] = getattr(pytest.mark, mark_name)
+                    decorated.append(decorators[mark_name].with_args(*args, **mark_kwargs))
+                items.append(StoredItem.from_parent(
+                    self, name=name, nodeid=f"{self.nodeid}::{suffix}",
+                    location=location, marks=decorated, words=words,
+                ))
+        return items
 
 
 def realize(stand_in: StoredItem) -> pytest.Item | None:

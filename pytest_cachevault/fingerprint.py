@@ -23,7 +23,7 @@ from .config import ENV_KEY, VaultConfig
 from .hashing import Hasher, digest_bytes
 
 #: Bump when the meaning of keys or records changes: old records then simply miss.
-FORMAT = 1
+FORMAT = 2
 
 #: Options that only select, order, display or distribute tests. Every other option,
 #: including those of plugins we do not know, is assumed to change outcomes.

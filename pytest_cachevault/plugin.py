@@ -231,10 +231,11 @@ def pytest_configure(config: pytest.Config) -> None:
 
 
 def _can_skip_collection(config: pytest.Config, vault: vault_config.VaultConfig) -> bool:
-    """Whether unchanged test modules may stand in, unimported: not when tests are
-    selected by name or mark (stand-ins keep no more than pytest needs to replay them)."""
+    """Whether unchanged test modules may stand in, unimported. ``-k``, ``-m`` and
+    ``--deselect`` select among stand-ins as among real tests; node id arguments,
+    ``--lf`` and ``--sw`` walk the real collection tree, which stand-ins flatten."""
     option = config.option
-    selecting = ("keyword", "markexpr", "deselect", "lf", "stepwise", "stepwise_skip")
+    selecting = ("lf", "stepwise", "stepwise_skip")
     return (
         vault.skip_collection
         and not vault.bypass
@@ -288,7 +289,7 @@ class VaultPlugin:
         self._replayed_any = False
         self.skip_collection = _can_skip_collection(session.config, session.vault)
         #: Test modules collected for real and what they held, to be stored.
-        self._collected_items: dict[pytest.Collector, list[pytest.Item]] = {}
+        self._collected_items: dict[pytest.Collector, list[tuple[pytest.Item, collect.Shape]]] = {}
         self._realized = False
 
     # -- collection ---------------------------------------------------------------------
@@ -306,7 +307,7 @@ class VaultPlugin:
         if stored is None:
             return None
         module = collect.StoredModule.from_parent(parent, path=path, stored=stored)
-        if not all(map(self.session.would_replay, module.node_ids())):
+        if not all(map(self.session.may_stand_in, module.node_ids())):
             return None
         self.session.deps.test_modules.add(relpath)  # type: ignore[arg-type]
         return module
@@ -334,9 +335,10 @@ class VaultPlugin:
         return report
 
     def pytest_itemcollected(self, item: pytest.Item) -> None:
-        items = self._collected_items.get(item.getparent(pytest.Module))
+        module = item.getparent(pytest.Module)
+        items = self._collected_items.get(module)
         if items is not None:
-            items.append(item)
+            items.append((item, collect.shape(module, item)))
 
     def pytest_collectreport(self, report: pytest.CollectReport) -> None:
         if not report.passed:  # a class in the module failed: its tests are not all known

@@ -2,11 +2,13 @@
 
 Reports go through ``pytest_report_to_serializable`` / ``pytest_report_from_serializable``
 (the path pytest-xdist uses), minus the fields that describe one run rather than the
-test (xdist's worker and run ids). They are kept as one JSON text, in which the rootdir
-is replaced by a token, so that a record replays from another checkout with that
-checkout's paths: a hit parses its reports once, after one text substitution, and a
-lookup that misses never parses them. JSON has no tuples; the fields pytest expects as
-tuples are made tuples again.
+test (xdist's worker and run ids). The fields a test's reports share (node id,
+location, keywords, mostly outcome and sections too) are written once, and times are
+kept to the microsecond: a warm run parses one stored text per test, and its size is
+most of the cost. The text has the rootdir replaced by a token, so that a record
+replays from another checkout with that checkout's paths: a hit parses its reports
+once, after one text substitution, and a lookup that misses never parses them. JSON
+has no tuples; the fields pytest expects as tuples are made tuples again.
 """
 
 from __future__ import annotations
@@ -26,6 +28,8 @@ REPORT_ATTRIBUTE = "vault"
 WHY_ATTRIBUTE = "vault_why"
 CACHED = "cached"
 _RUN_FIELDS = ("node", "worker_id", "item_index", "testrun_uid", REPORT_ATTRIBUTE, WHY_ATTRIBUTE)
+#: Report fields in seconds, kept to the microsecond (pytest shows milliseconds at most).
+_TIMES = ("duration", "start", "stop")
 _ROOT_TOKEN = "{vault-rootdir}"
 
 
@@ -47,14 +51,21 @@ def _from_text(text: str, root: str) -> Any:
 
 
 def to_stored(config: pytest.Config, reports: list[pytest.TestReport]) -> str:
-    """The reports of one test as the JSON text a record keeps."""
-    stored = []
+    """The reports of one test as the JSON text a record keeps: ``{"common": fields all
+    reports share, "reports": [the other fields of each]}``."""
+    datas = []
     for report in reports:
         data = config.hook.pytest_report_to_serializable(config=config, report=report)
         for field in _RUN_FIELDS:
             data.pop(field, None)
-        stored.append(data)
-    return _to_text(stored, str(config.rootpath))
+        for field in _TIMES:
+            if isinstance(data.get(field), float):
+                data[field] = round(data[field], 6)
+        datas.append(data)
+    first, rest = datas[0], datas[1:]
+    common = {k: v for k, v in first.items() if all(k in d and d[k] == v for d in rest)}
+    own = [{k: v for k, v in data.items() if k not in common} for data in datas]
+    return _to_text({"common": common, "reports": own}, str(config.rootpath))
 
 
 def _tuples(report: pytest.TestReport) -> None:
@@ -71,7 +82,12 @@ def from_stored(config: pytest.Config, stored: object) -> list[pytest.TestReport
         raise BadRecord("reports are not JSON text")
     reports = []
     try:
-        for data in _from_text(stored, str(config.rootpath)):
+        value = _from_text(stored, str(config.rootpath))
+        common, own = value["common"], value["reports"]
+        if not isinstance(common, dict) or not isinstance(own, list):
+            raise BadRecord("reports of an unknown shape")
+        for fields in own:
+            data = {**common, **fields}
             report = config.hook.pytest_report_from_serializable(config=config, data=data)
             if not isinstance(report, pytest.TestReport):
                 raise BadRecord("not a test report")

@@ -11,7 +11,7 @@ import dataclasses
 import json
 import time
 import warnings
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -74,9 +74,10 @@ class VaultSession:
         #: what ran may have been that import computing module state (``TABLE =
         #: build()``), which every later test sees. Shared by every later record.
         self.late_import_files: set[str] = set()
-        self._objects: dict[str, object] = {}
-        #: Records read while deciding on a stand-in, until the test's own lookup.
+        self._objects: dict[str, Group | None] = {}
+        #: Records (and keys) read while deciding on a stand-in, until the test's own lookup.
         self._read_ahead: dict[str, list[Candidate]] = {}
+        self._test_keys: dict[str, str] = {}
         self._import_state: tuple[tuple, str | None] = ((), None)
         self.environment = fingerprint.environment(config, vault, hasher)
         self.environment_id = fingerprint.environment_digest(self.environment)
@@ -87,12 +88,13 @@ class VaultSession:
 
     # -- lookup -----------------------------------------------------------------------
     def _shared(self, name: object) -> Group | None:
+        """The shared group called ``name`` (None if missing or malformed), read once."""
         if not is_name(name):
             return None
         if name not in self._objects:
-            self._objects[name] = self.store.get_object(name)  # type: ignore[arg-type]
-        value = self._objects[name]
-        return value if is_group(value) else None
+            value = self.store.get_object(name)  # type: ignore[arg-type]
+            self._objects[name] = value if is_group(value) else None  # type: ignore[index]
+        return self._objects[name]  # type: ignore[index]
 
     def _changed(self, payload: dict) -> str | None:
         """The first input of a record that differs now ("" if the record is malformed)."""
@@ -117,20 +119,24 @@ class VaultSession:
             elif not changes:
                 changes.append(changed)
 
-    def would_replay(self, nodeid: str) -> bool:
-        """Whether the test would be replayed now (its reports are not parsed yet).
+    def may_stand_in(self, nodeid: str) -> bool:
+        """Whether a stand-in may take the test's place: it would be replayed now (its
+        reports are not parsed yet), or it never ran (deselected so far: should it be
+        selected now, its real module is collected when it is reached).
 
         The records read are kept for the test's lookup, which checks them again: a
         test that runs in between may change what they depend on."""
-        key = fingerprint.key_of(self.environment_id, nodeid)
-        candidates = list(self.store.candidates(key))
-        self._read_ahead[key] = candidates
-        first = next((c for c in candidates if self._changed(c.payload) is None), None)
-        return first is not None and first.payload.get("outcome") == "passed"
+        key = self._test_keys[nodeid] = fingerprint.key_of(self.environment_id, nodeid)
+        read = self._read_ahead[key] = []
+        for candidate in self.store.candidates(key):  # the most recently used first
+            read.append(candidate)
+            if self._changed(candidate.payload) is None:
+                return candidate.payload.get("outcome") == "passed"
+        return not read and key not in self.store.ignored
 
     def lookup(self, nodeid: str) -> Verdict:
         changes: list[str] = []
-        key = fingerprint.key_of(self.environment_id, nodeid)
+        key = self._test_keys.pop(nodeid, None) or fingerprint.key_of(self.environment_id, nodeid)
         for candidate in self._unchanged(key, changes):
             payload = candidate.payload
             if payload.get("outcome") == "failed":
@@ -264,25 +270,42 @@ class VaultSession:
             "warnings": [replay.warning_to_stored(self.config, w) for w in caught],
         })
 
-    def record_collection(self, module: pytest.Collector, items: list[pytest.Item]) -> None:
-        """Store what a test module held, so that an unchanged one need not be imported."""
+    def record_collection(self, module: pytest.Collector,
+                          items: list[tuple[pytest.Item, collect.Shape]]) -> None:
+        """Store what a test module held, so that an unchanged one need not be imported.
+
+        A record already stored under the same inputs holds the same tests: it is kept."""
         relpath = self.deps.relpath(str(module.path))
         collected = self.collected.get(relpath) if relpath else None
-        stored = collect.stored_items(module, items)
-        if not self.writable or collected is None or stored is None or self._uncacheable(collected):
+        if not self.writable or collected is None or self._uncacheable(collected):
             return
         own = self._inputs(module.path, collected._replace(files=collected.function_files))
-        if own is not None:
-            key = collect.collection_key(self.environment_id, relpath)  # type: ignore[arg-type]
-            self._put(key, own, {"nodeid": module.nodeid, "items": stored}, COLLECTIONS)
+        if own is None:
+            return
 
-    def _put(self, key: str, own: Group, payload: dict, area: str = RESULTS) -> None:
-        """Write a record: ``own`` inputs, the shared ones, and ``payload``."""
+        def payload() -> dict | None:
+            stored = collect.stored_items(module, items)
+            return None if stored is None else {"nodeid": module.nodeid, "items": stored}
+
+        self._put(collect.collection_key(self.environment_id, relpath), own, payload, COLLECTIONS)  # type: ignore[arg-type]
+
+    def _put(self, key: str, own: Group, payload: dict | Callable[[], dict | None],
+             area: str = RESULTS) -> None:
+        """Write a record: ``own`` inputs, the shared ones, and ``payload``.
+
+        A payload given as a function is one the inputs determine (a collection): it is
+        only made if no record of these inputs is stored yet, and may decline (None)."""
         try:
             if self._environment_object is None:
                 self._environment_object = self.store.put_object(self.environment)
             shared = [self._import_state_name()]
             name = digest_bytes(json.dumps([own, shared], sort_keys=True).encode())
+            if callable(payload):
+                if self.store.keep_record(key, name, area):
+                    return
+                payload = payload()
+                if payload is None:
+                    return
             record = {**payload, "inputs": own, "shared": shared, "env": self._environment_object,
                       "created": int(time.time())}
             self.store.put_record(key, name, record, area)

@@ -56,6 +56,8 @@ SCHEMA = 1
 #: The directory layout; bumped when files move (records keep their schema).
 LAYOUT = "v2"
 MAX_CANDIDATES = 8
+#: How stale a record's last-use time may get before a hit updates it.
+TOUCH_INTERVAL_NS = 3600 * 10**9
 #: The areas records live in: test results, and test modules' collections.
 RESULTS = "records"
 COLLECTIONS = "collections"
@@ -100,6 +102,8 @@ class Candidate:
 
     path: str
     payload: dict
+    #: When it was last used (its mtime), in nanoseconds.
+    used_ns: int = 0
 
 
 @dataclasses.dataclass(frozen=True)
@@ -110,6 +114,7 @@ class ReadRecord:
     #: "unsigned" / "badly signed" (left in place, ignored).
     status: str
     payload: dict | None = None
+    used_ns: int = 0
 
 
 def _canonical(payload: object) -> bytes:
@@ -134,17 +139,28 @@ def _write_file(path: str, data: bytes) -> None:
         os.close(fd)
 
 
-def _read_file(path: str | Path, limit: int = -1) -> bytes:
-    """The bytes of the regular file ``path``; :class:`_NotAFile` for anything else.
+def _read_file(path: str | Path, limit: int = -1) -> tuple[bytes, int]:
+    """The bytes of the regular file ``path`` and its mtime; :class:`_NotAFile` for
+    anything else.
 
     A symbolic link is not followed (``ELOOP``) and a pipe is not waited on: nothing
-    planted in the store makes the plugin read elsewhere or hang."""
+    planted in the store makes the plugin read elsewhere or hang. Plain ``os`` calls:
+    a warm run reads one record per test."""
     fd = os.open(path, _READ_FLAGS)
     try:
-        if not stat.S_ISREG(os.fstat(fd).st_mode):
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
             raise _NotAFile(errno.EISDIR, "not a regular file", str(path))
-        with os.fdopen(fd, "rb", closefd=False) as f:
-            return f.read(limit)
+        remaining = None if limit < 0 else limit
+        chunks = []
+        while remaining is None or remaining > 0:
+            chunk = os.read(fd, st.st_size + 1 if remaining is None else remaining)
+            if not chunk:
+                break
+            chunks.append(chunk)
+            if remaining is not None:
+                remaining -= len(chunk)
+        return b"".join(chunks), st.st_mtime_ns
     finally:
         os.close(fd)
 
@@ -180,6 +196,8 @@ class Store:
         self.ignored: dict[str, str] = {}
         #: (area, shard) -> key -> record paths, listed once per run.
         self._listings: dict[tuple[str, str], dict[str, list[str]]] = {}
+        #: Shards this run made sure exist.
+        self._made: set[Path] = set()
 
     # -- setup --------------------------------------------------------------------
     def ensure(self) -> None:
@@ -254,7 +272,7 @@ class Store:
         for path in paths[:MAX_CANDIDATES]:
             found = self._read_record(path, key, area)
             if found.payload is not None:
-                yield Candidate(path, found.payload)
+                yield Candidate(path, found.payload, found.used_ns)
 
     def _read_record(self, path: str | Path, key: str, area: str) -> ReadRecord:
         """A record file, checked against its checksum (and signature) before parsing.
@@ -263,7 +281,7 @@ class Store:
         BODY the exact bytes the checksum was taken of, so checking needs no
         re-serialization."""
         try:
-            data = _read_file(path)
+            data, used_ns = _read_file(path)
         except FileNotFoundError:
             return ReadRecord("missing")  # collected by gc meanwhile
         except OSError as exc:
@@ -299,7 +317,7 @@ class Store:
         if not isinstance(payload, dict):
             self._problem(path, "unreadable record")
             return ReadRecord("bad")
-        return ReadRecord("ok", payload)
+        return ReadRecord("ok", payload, used_ns)
 
     def _signature(self, area: str, key: str, body: bytes) -> str:
         """HMAC-SHA256 over the schema, the record's area and key, and its payload.
@@ -331,7 +349,9 @@ class Store:
         data = b'{"schema":%d,"checksum":"%s"%s,"payload":%s}' % (
             SCHEMA, digest_bytes(body).encode(), signature, body,
         )
-        self._mkdir(directory)
+        if directory not in self._made:  # once per run: a shard removed later is made again by _write
+            self._mkdir(directory)
+            self._made.add(directory)
         self._write(path, data)
         listed = self._listed(key, area)
         if str(path) not in listed:
@@ -353,12 +373,27 @@ class Store:
             self._clear(path)
             listed.remove(path)
 
+    def keep_record(self, key: str, name: str, area: str = RESULTS) -> bool:
+        """If a sound record ``name`` of ``key`` is stored (and signed, with a key), mark
+        it used and say so: then it need not be written again."""
+        path = str(self._shard(key, area) / f"{key}.{name}.json")
+        if path not in self._listed(key, area) or self._read_record(path, key, area).payload is None:
+            return False
+        self._touch(path)
+        return True
+
     def touch(self, candidate: Candidate) -> None:
-        """Mark a record as just used (LRU order for garbage collection)."""
+        """Mark a record as just used (LRU order for garbage collection); one used
+        within the last :data:`TOUCH_INTERVAL_NS` is left alone, which spares a warm
+        run one write per test."""
+        if time.time_ns() - candidate.used_ns >= TOUCH_INTERVAL_NS:
+            self._touch(candidate.path)
+
+    def _touch(self, path: str) -> None:
         if self.readonly:
             return
         try:
-            os.utime(candidate.path, follow_symlinks=False)
+            os.utime(path, follow_symlinks=False)
         except (OSError, NotImplementedError):
             pass
 
@@ -395,7 +430,7 @@ class Store:
             return None
         path = self._object_path(name)
         try:
-            body = _read_file(path)
+            body, _ = _read_file(path)
         except FileNotFoundError:
             return None
         except OSError as exc:
@@ -427,7 +462,7 @@ class Store:
         runs = []
         for entry in sorted(_scandir(self.runs), key=lambda e: e.name):
             try:
-                value = json.loads(_read_file(entry.path, 4096))
+                value = json.loads(_read_file(entry.path, 4096)[0])
             except (OSError, ValueError, RecursionError):
                 continue
             if isinstance(value, dict) and value.get("schema") == SCHEMA and all(

@@ -24,7 +24,7 @@ import subprocess
 import sys
 import textwrap
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 
 import pytest
@@ -234,6 +234,13 @@ def store_snapshot(store: Path) -> dict[str, tuple[bytes, int]]:
         p.relative_to(store).as_posix(): (p.read_bytes(), p.stat().st_mtime_ns)
         for p in store_files(store)
     }
+
+
+def age(paths: Iterable[Path], seconds: float) -> None:
+    """Make ``paths`` look last modified ``seconds`` ago."""
+    past = time.time() - seconds
+    for path in paths:
+        os.utime(path, (past, past))
 
 
 def store_size(store: Path) -> int:

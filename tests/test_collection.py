@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import textwrap
 
+import pytest
 from conftest import (
     edit,
     executed,
@@ -181,15 +182,65 @@ def test_environment_read_at_import_is_an_input(pytester, run_vault, ran_log, mo
     result.stdout.fnmatch_lines(["test_env.py::test_slow: env: SLOW_OK"])
 
 
-def test_selection_by_keyword_collects_normally(pytester, run_vault, ran_log):
+@pytest.mark.parametrize(
+    "selection",
+    [
+        ["-k", "upper or other"],
+        ["-k", "Words"],  # a class name: the stand-ins keep it among their keywords
+        ["-k", "not positive and not skipped"],
+        ["-m", "skip"],
+        ["-m", "not skip"],
+        ["-m", "parametrize"],  # kept by name, though its values are consumed
+        ["--deselect", "test_params.py::TestWords"],
+    ],
+)
+def test_selection_among_stand_ins_is_pytests_own(pytester, run_vault, run_pytest, ran_log, selection):
+    """``-k``, ``-m`` and ``--deselect`` pick the same tests among stand-ins as pytest
+    picks among the real ones, and the modules stay unimported."""
     write_files(pytester.path, SAMPLE)
     run_vault()
     ran_log.take()
 
-    result = run_vault("-v", "-k", "upper or other")
-    assert replayed(result) == {"test_params.py::TestWords::test_upper", "test_other.py::test_other"}
-    result.assert_outcomes(passed=2, deselected=3)
-    assert imported(ran_log.take()) == ["test_other", "test_params"]
+    result = run_vault("-v", *selection)
+    assert imported(ran_log.take()) == []
+    plain = run_pytest("-v", "-p", "no:cachevault", *selection)
+    assert replayed(result) == set(verbose_statuses(plain)) != set()
+    assert result.parseoutcomes().get("deselected") == plain.parseoutcomes().get("deselected")
+
+
+def test_a_test_deselected_until_now_runs_when_selected(pytester, run_vault, ran_log):
+    """A test that never ran has no record: its module may still stand in while it is
+    deselected, and the real module is imported when it is selected."""
+    write_files(
+        pytester.path,
+        {
+            "pytest.ini": "[pytest]\nmarkers =\n    slow: a slow test\n",
+            "test_marked.py": _module(
+                """
+                import pytest
+
+
+                def test_quick():
+                    pass
+
+
+                @pytest.mark.slow
+                def test_slow():
+                    assert False, "the slow one ran"
+                """
+            ),
+        },
+    )
+    run_vault("-m", "not slow")
+    ran_log.take()
+    quiet = run_vault("-m", "not slow")
+    assert imported(ran_log.take()) == []
+    quiet.assert_outcomes(passed=1, deselected=1)
+
+    result = run_vault("-m", "slow")
+    assert imported(ran_log.take()) == ["test_marked"]
+    result.assert_outcomes(failed=1, deselected=1)
+    result.stdout.fnmatch_lines(["*AssertionError: the slow one ran*"])
 
 
 def test_a_file_changed_by_a_live_test_is_run_for_real(pytester, run_vault, ran_log):
@@ -285,6 +336,22 @@ def test_the_ini_switch_turns_it_off(pytester, run_vault, ran_log):
     ran_log.take()
     assert vault_counts(run_vault()) == (5, 0)
     assert imported(ran_log.take()) == ["test_other", "test_params"]
+
+
+def test_an_unchanged_collection_record_is_kept_not_rewritten(pytester, run_vault, ran_log):
+    """A module imported again (here: stand-ins are off) holds what its record says:
+    the record is kept as it is, not written once per run."""
+    write_files(pytester.path, {**SAMPLE, "pytest.ini": "[pytest]\nvault_skip_collection = false\n"})
+    run_vault()
+
+    def collection_records() -> dict[str, int]:
+        area = run_vault.store / "v2" / "collections"
+        return {path.name: path.stat().st_ino for path in area.glob("*/*.json")}
+
+    before = collection_records()
+    assert len(before) == 2
+    run_vault().assert_outcomes(passed=4, skipped=1)
+    assert collection_records() == before
 
 
 def test_without_the_cacheprovider(pytester, run_vault, ran_log):

@@ -17,6 +17,7 @@ from pytest_cachevault.store import Store
 
 from conftest import (
     RANLOG_MODULE,
+    age,
     inner_command,
     no_traceback,
     subprocess_env,
@@ -119,12 +120,6 @@ def _records(store: Path) -> int:
     return sum(1 for _ in (store / "v2" / "records").rglob("*.json")) if (store / "v2").exists() else 0
 
 
-def _age(paths, seconds: float) -> None:
-    past = time.time() - seconds
-    for path in paths:
-        os.utime(path, (past, past))
-
-
 def test_killed_while_writing_a_record(pytester, run_vault, ran_log, tmp_path):
     project = _project(pytester.path).resolve()
     hang = project.with_name(project.name + ".hang")
@@ -155,7 +150,7 @@ def test_killed_while_writing_a_record(pytester, run_vault, ran_log, tmp_path):
     assert fresh.ret == 0
     fresh.stdout.fnmatch_lines(["vault gc: removed 0 records, 0 objects and 0 temp files*"])
     assert stray.exists(), "a temp file younger than an hour may belong to a live writer"
-    _age([stray], 2 * gc.GRACE_SECONDS)
+    age([stray], 2 * gc.GRACE_SECONDS)
     old = run_vault("--vault-gc")
     assert old.ret == 0
     old.stdout.fnmatch_lines(["vault gc: removed 0 records, 0 objects and 1 temp files*"])
@@ -195,7 +190,7 @@ def test_killed_at_random_moments(pytester, run_vault, ran_log, tmp_path):
     assert all(store.get_object(name) is not None for name, _, _ in store.iter_objects())
     assert store.problems == []
     leftovers = [path for path, _ in store.iter_tmp()]
-    _age(leftovers, 2 * gc.GRACE_SECONDS)
+    age(leftovers, 2 * gc.GRACE_SECONDS)
     collected = gc.collect(store, max_size=10**12, max_age=10**9)
     assert collected.temp_removed == len(leftovers)
     assert list(store.iter_tmp()) == []

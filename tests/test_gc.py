@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 
-from conftest import store_size, vault_counts, write_files
+from conftest import age, store_size, vault_counts, write_files
 
 GC_LINE = re.compile(r"^vault gc: removed (\d+) records", re.MULTILINE)
 
@@ -81,7 +81,9 @@ def test_max_size_evicts_the_least_recently_used(pytester, run_vault):
     run_vault(cwd=project_b).assert_outcomes(passed=4)
     size_ab = store_size(run_vault.store)
     assert size_ab - size_a > 16 * 1024, "project b's records should be large"
-    # Using project a makes b the least recently used.
+    # Two hours later (a hit marks a record used only if its last use is an hour old),
+    # using project a makes b the least recently used.
+    age([p for p in run_vault.store.rglob("*") if p.is_file()], 2 * 3600)
     assert vault_counts(run_vault(cwd=project_a)) == (4, 0)
 
     limit_k = (size_a + (size_ab - size_a) // 8) // 1024

@@ -10,7 +10,7 @@ import uuid
 import pytest
 
 from pytest_cachevault import gc
-from pytest_cachevault.store import MAX_CANDIDATES
+from pytest_cachevault.store import MAX_CANDIDATES, Store
 
 KEY = "ab" * 16
 
@@ -103,3 +103,26 @@ def test_gc_removes_stray_temp_files(store):
     os.utime(stray, (past, past))
     assert gc.collect(store, max_size=10**9, max_age=10**9).temp_removed == 1
     assert not stray.exists() and store.tmp.is_dir()
+
+
+def test_a_hit_marks_a_record_used_at_most_once_an_hour(store):
+    """Least-recently-used order for gc, without a write per test on every warm run."""
+    path = store.put_record(KEY, NAME(), {"n": 1})
+    recent = time.time() - 60
+    os.utime(path, (recent, recent))
+    store.touch(next(store.candidates(KEY)))
+    assert path.stat().st_mtime == pytest.approx(recent, abs=1)
+
+    old = time.time() - 2 * 3600
+    os.utime(path, (old, old))
+    store.touch(next(Store(store.directory).candidates(KEY)))
+    assert path.stat().st_mtime == pytest.approx(time.time(), abs=60)
+
+
+def test_keep_record_only_keeps_a_sound_record(store):
+    name = NAME()
+    assert not store.keep_record(KEY, name)
+    path = store.put_record(KEY, name, {"n": 1})
+    assert store.keep_record(KEY, name)
+    path.write_bytes(path.read_bytes().replace(b'"n":1', b'"n":2'))  # checksum no longer matches
+    assert not store.keep_record(KEY, name)

@@ -186,8 +186,8 @@ mark_entries = st.lists(
 def test_stored_collections(name, location, marks):
     """The marks of a test module's stored collection that pass the shape check can be
     put back on a stand-in (a bad name must be refused, not fail the collection)."""
-    items = collect.valid_items([[name, location, marks]])
+    items = collect.valid_items([[f"TestX::{name}", name, location, marks, ["TestX"]]])
     if items is None:
         return
-    for mark_name, args, kwargs in items[0][2]:
+    for mark_name, args, kwargs in items[0][3]:
         getattr(pytest.mark, mark_name).with_args(*args, **kwargs)
