@@ -15,7 +15,8 @@ the first caller outside the standard library decides. Outside any test (imports
 plugins' start-up) only in-tree code's variable reads count: installed plugins copy the
 whole environment to start helper processes, and a dependency of every test on every
 variable would make nothing replay. What installed code reads at start-up is the
-environment fingerprint's business (ini ``vault_env``). Audit hooks cannot be removed,
+environment fingerprint's business (ini ``vault_env``). Files coverage.py reads outside
+any test are its configuration, not inputs. Audit hooks cannot be removed,
 so the hook stays installed and idle once stopped.
 """
 
@@ -43,6 +44,9 @@ _LISTING_EVENTS = frozenset({"os.listdir", "os.scandir"})
 _NETWORK_EVENTS = frozenset({"socket.connect", "socket.sendto"})
 _INET_FAMILIES = (socket.AF_INET, socket.AF_INET6)
 _TOOLING_PACKAGES = ("_pytest", "pytest", "pluggy", "xdist", "execnet", "pytest_cachevault")
+#: Coverage measurement: the configuration it reads as it starts (``pyproject.toml``,
+#: ``setup.cfg``, ``tox.ini``, ``.coveragerc``) decides what is measured, not an outcome.
+_MEASURING_PACKAGES = ("coverage", "pytest_cov")
 #: Every event the hook acts on; the others (most of them) leave after one set lookup.
 _WATCHED = frozenset({"open"}) | _LISTING_EVENTS | SPAWN_EVENTS | _NETWORK_EVENTS
 
@@ -262,8 +266,12 @@ class Observer:
         if writes:
             window.written.add(path)
         elif path not in window.written and path not in window.read:
-            if not self._caller_file().startswith(self._own):  # the vault hashing an input
-                window.read.add(path)
+            caller = self._caller_file()
+            if caller.startswith(self._own):  # the vault hashing an input
+                return
+            if window is self._outside and caller.startswith(_package_dirs(_MEASURING_PACKAGES)):
+                return  # imported after start(): looked up when it reads, which is rare
+            window.read.add(path)
 
 
 def _describe(address: object) -> str:

@@ -40,6 +40,8 @@ NOT_OUTCOME_OPTIONS = frozenset(
     setupshow tbstyle testrunuid trace traceconfig tx usepdb usepdb_cls verbose version
     xfail_tb xmlpath loadgroup
     """.split()
+    # pytest-cov's reports and data file; what it measures (--cov, --cov-branch) counts
+    + "cov_append cov_fail_under cov_precision cov_report no_cov_on_fail".split()
 )
 
 

@@ -362,7 +362,7 @@ class _Marker(ast.NodeTransformer):
         self._name = name
         self._index = index
 
-    def _mark(self, flag: int, at: ast.stmt) -> ast.stmt:
+    def _mark(self, flag: int, at: ast.AST) -> ast.stmt:
         target = ast.Subscript(
             value=ast.Name(id=self._name, ctx=ast.Load()),
             slice=ast.Constant(value=2 * self._index + flag),
@@ -381,20 +381,34 @@ class _Marker(ast.NodeTransformer):
             position += 1
         return position
 
-    def _insert(self, body: list[ast.stmt], flag: int) -> None:
+    @staticmethod
+    def _anchor(body: list[ast.stmt], position: int, owner: ast.AST) -> ast.AST:
+        """Whose line the mark takes: the line the interpreter reports next without it, so
+        that line tracers (coverage.py) see the same lines and arcs. That is the first
+        decorator of a decorated statement; ``global`` and ``nonlocal`` run no code, so
+        the statement after them; and the first line of a function with nothing else
+        (its implicit ``return`` is reported there). A statement whose first instruction
+        is on a later line (``if (`` and the test below it) still sees its first line
+        once more, which coverage.py counts for the same statement."""
+        first = next((s for s in body[position:] if not isinstance(s, (ast.Global, ast.Nonlocal))), None)
+        if first is None:
+            first = owner if isinstance(owner, (ast.FunctionDef, ast.AsyncFunctionDef)) else body[-1]
+        return (getattr(first, "decorator_list", None) or [first])[0]
+
+    def _insert(self, owner: ast.Module | ast.FunctionDef | ast.AsyncFunctionDef, flag: int) -> None:
+        body = owner.body
         position = self._prologue(body)
-        anchor = body[min(position, len(body) - 1)]
-        body.insert(position, self._mark(flag, anchor))
+        body.insert(position, self._mark(flag, self._anchor(body, position, owner)))
 
     def visit_Module(self, node: ast.Module) -> ast.Module:
         self.generic_visit(node)
         if node.body:
-            self._insert(node.body, 0)
+            self._insert(node, 0)
         return node
 
     def _function(self, node):
         self.generic_visit(node)
-        self._insert(node.body, 1)
+        self._insert(node, 1)
         return node
 
     visit_FunctionDef = _function
