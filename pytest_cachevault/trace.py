@@ -245,8 +245,9 @@ class MarkingTracer(_Windows):
     ``__pycache__``, so a run without the vault never sees it.
 
     Modules this hook cannot see — imported before it was installed, loaded by another
-    loader (pytest's assertion rewriter handles test modules and conftests), or not
-    parsable — are reported by :meth:`blind_spots`; their callers depend on them whole.
+    loader (pytest's assertion rewriter handles test modules and conftests), or nested
+    too deeply for the marker — are reported by :meth:`blind_spots`; their callers
+    depend on them whole.
     """
 
     GLOBAL = "__cachevault__"
@@ -257,7 +258,9 @@ class MarkingTracer(_Windows):
         self._excluded = excluded_prefixes
         #: Two flags per marked file: [2i] module code ran, [2i+1] a function ran.
         self._marks = bytearray()
-        self._files: list[str] = []
+        #: The marked files, by index; and in-tree files loaded without marks.
+        self.files: list[str] = []
+        self.unmarked: set[str] = set()
         self._finder: _MarkingFinder | None = None
         self._blind: tuple[int, frozenset[str]] = (-1, frozenset())
 
@@ -269,9 +272,9 @@ class MarkingTracer(_Windows):
         )
 
     def register(self, filename: str) -> int:
-        self._files.append(filename)
+        self.files.append(filename)
         self._marks.extend(b"\0\0")
-        return len(self._files) - 1
+        return len(self.files) - 1
 
     def start(self) -> None:
         # The marks live in builtins, not in each module: a module's namespace stays as
@@ -297,7 +300,7 @@ class MarkingTracer(_Windows):
             return
         window = self._stack[-1]
         for index in (i for i, flag in enumerate(marks) if flag):
-            name = self._files[index >> 1]
+            name = self.files[index >> 1]
             window.files.add(name)
             (window.function_files if index & 1 else window.imported).add(name)
         marks[:] = bytes(len(marks))
@@ -309,7 +312,8 @@ class MarkingTracer(_Windows):
             for module in list(sys.modules.values()):
                 filename = getattr(module, "__file__", None)
                 if isinstance(filename, str) and self.wants(filename):
-                    if not isinstance(getattr(module, "__loader__", None), _MarkingLoader):
+                    loader = getattr(module, "__loader__", None)
+                    if not isinstance(loader, _MarkingLoader) or filename in self.unmarked:
                         blind.add(filename)
             self._blind = (count, frozenset(blind))
         return self._blind[1]
@@ -348,11 +352,15 @@ class _MarkingLoader(importlib.machinery.SourceFileLoader):
         source = self.get_data(self.path)
         try:
             tree = ast.parse(source, self.path)
-        except (SyntaxError, ValueError):
+            _Marker(MarkingTracer.GLOBAL, len(self._tracer.files)).visit(tree)
+            code = compile(tree, self.path, "exec", dont_inherit=True)
+        except (SyntaxError, ValueError, RecursionError):
+            # Not marked (a syntax error is raised again here, as without the vault;
+            # nesting too deep for the marker is compiled as it is): a blind spot.
+            self._tracer.unmarked.add(self.path)
             return super().source_to_code(source, self.path)
-        index = self._tracer.register(self.path)
-        _Marker(MarkingTracer.GLOBAL, index).visit(tree)
-        return compile(tree, self.path, "exec", dont_inherit=True)
+        self._tracer.register(self.path)
+        return code
 
 
 class _Marker(ast.NodeTransformer):

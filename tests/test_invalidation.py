@@ -616,3 +616,26 @@ def test_module_first_imported_inside_an_earlier_test(pytester, run_vault):
     run_vault.record_and_replay(passed=2)
     edit(pytester.path / "lib/table.py", '"b": 2', '"b": 3')
     run_vault().assert_outcomes(passed=1, failed=1)
+
+
+def test_module_nested_too_deeply_for_the_marker(pytester, run_vault):
+    """A library module whose expressions nest deeper than the 3.10/3.11 marker can walk
+    imports unmarked, as it would without the vault; its users then depend on it whole."""
+    write_files(
+        pytester.path,
+        {
+            "deep.py": "def total():\n    return " + "+".join(["1"] * 900) + "\n",
+            "test_deep.py": """
+                from deep import total
+
+
+                def test_total():
+                    assert total() == 900
+            """,
+        },
+    )
+    run_vault.record_and_replay(passed=1)
+    edit(pytester.path / "deep.py", "return 1+", "return 2+")
+    result = run_vault()
+    result.assert_outcomes(failed=1)
+    result.stdout.fnmatch_lines(["*assert 901 == 900*"])
