@@ -54,7 +54,7 @@ def shape(module: pytest.Collector, item: pytest.Item) -> Shape:
     chain = item.listchain()
     inner = chain[chain.index(module) + 1 :] if module in chain else [item]
     words = {node.name for node in inner[:-1]}
-    for node in inner:
+    for node in (module, *inner):  # the stand-in module has none of the real one's
         words.update(node.extra_keyword_matches)
     words.update(getattr(getattr(item, "function", None), "__dict__", ()))
     return Shape(list(item.iter_markers()), sorted(words))
