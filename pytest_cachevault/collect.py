@@ -6,8 +6,8 @@ names, locations, marks and keywords of its tests) under the inputs that shaped 
 (the module's text, its conftests, what its import ran, read and listed, and the
 shared import state). When those are unchanged and every test it held would replay
 or never ran (deselected until now), the module is not imported: a
-:class:`StoredModule` stands in for it and yields one :class:`StoredItem` per test,
-which is only ever replayed (pytest's own ``--lf`` skips files the same way).
+:class:`StoredModule` stands in for it and yields one :class:`StoredItem` per test
+(inside a :class:`StoredClass` per test class), which is only ever replayed (pytest's own ``--lf`` skips files the same way).
 ``-m`` and ``-k`` select among stand-ins as among the real tests: they see the same
 marks and names. Should a stored item fail to replay after all (a live test changed
 a file it reads, or a test that never ran is selected), :func:`realize` collects the
@@ -16,6 +16,7 @@ real module then.
 
 from __future__ import annotations
 
+import itertools
 import json
 import warnings
 from pathlib import Path
@@ -45,19 +46,28 @@ class Shape(NamedTuple):
     ``pytest_collection_modifyitems``, which a stand-in goes through like the real test)."""
 
     marks: list[pytest.Mark]
-    #: Names ``-k`` matches beyond the test's own and its module's: enclosing classes,
-    #: extra keywords, attributes of the test function.
+    #: Names ``-k`` matches beyond those of the test and its classes: extra keywords,
+    #: attributes of the test function.
     words: list[str]
 
 
 def shape(module: pytest.Collector, item: pytest.Item) -> Shape:
     chain = item.listchain()
     inner = chain[chain.index(module) + 1 :] if module in chain else [item]
-    words = {node.name for node in inner[:-1]}
+    words: set[str] = set()
     for node in (module, *inner):  # the stand-in module has none of the real one's
         words.update(node.extra_keyword_matches)
     words.update(getattr(getattr(item, "function", None), "__dict__", ()))
     return Shape(list(item.iter_markers()), sorted(words))
+
+
+def _parts(suffix: str) -> list[str]:
+    """The names in a node id after the module's (``TestX::test_y[a::b]`` → class,
+    test); a parameter id may hold ``::`` itself."""
+    head, bracket, params = suffix.partition("[")
+    parts = head.split("::")
+    parts[-1] += bracket + params
+    return parts
 
 
 def stored_items(module: pytest.Collector, items: list[tuple[pytest.Item, Shape]]) -> list | None:
@@ -122,8 +132,8 @@ def valid_items(value: object) -> list | None:
             and len(entry) == 5
             and isinstance(entry[0], str)
             and isinstance(entry[1], str)
-            and entry[1]
-            and entry[0].endswith(entry[1])
+            and all(_parts(entry[0]))
+            and _parts(entry[0])[-1] == entry[1]
             and _is_location(entry[2])
             and isinstance(entry[3], list)
             and all(_is_mark(mark) for mark in entry[3])
@@ -160,41 +170,67 @@ class StoredItem(pytest.Item):
         )
 
 
-class StoredModule(pytest.File):
-    """Stands in for a test module whose collection is stored; yields :class:`StoredItem`."""
+class _StoredCollector(pytest.Collector):
+    """Yields stand-ins for ``stored`` entries (tests ``depth`` names below the module):
+    a :class:`StoredItem` for each test at this depth, a :class:`StoredClass` for each
+    run of tests inside one class, in the stored order."""
 
-    def __init__(self, *, stored: list, **kwargs: Any) -> None:
+    def __init__(self, *, stored: list, depth: int = 0, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self._stored = stored
+        self._depth = depth
+
+    def collect(self) -> list[pytest.Item | pytest.Collector]:
+        depth = self._depth
+        children: list[pytest.Item | pytest.Collector] = []
+        decorators: dict[str, pytest.MarkDecorator] = {}
+
+        def enclosing(entry: list) -> str | None:
+            """The class at this depth that holds the test, None if it is at this depth."""
+            parts = _parts(entry[0])
+            return parts[depth] if len(parts) > depth + 1 else None
+
+        with warnings.catch_warnings():  # marks only a plugin registers, at run time
+            warnings.simplefilter("ignore", pytest.PytestUnknownMarkWarning)
+            for class_name, group in itertools.groupby(self._stored, enclosing):
+                if class_name is not None:
+                    children.append(StoredClass.from_parent(
+                        self, name=class_name, stored=list(group), depth=depth + 1
+                    ))
+                    continue
+                for _, name, location, marks, words in group:
+                    decorated = []
+                    for mark_name, args, mark_kwargs in marks:
+                        if mark_name not in decorators:
+                            decorators[mark_name] = getattr(pytest.mark, mark_name)
+                        decorated.append(decorators[mark_name].with_args(*args, **mark_kwargs))
+                    children.append(StoredItem.from_parent(
+                        self, name=name, location=location, marks=decorated, words=words
+                    ))
+        return children
+
+
+class StoredClass(_StoredCollector):
+    """Stands in for a test class of a module that was not imported."""
+
+
+class StoredModule(_StoredCollector, pytest.File):
+    """Stands in for a test module whose collection is stored."""
+
+    def __init__(self, *, stored: list, **kwargs: Any) -> None:
+        super().__init__(stored=stored, **kwargs)
         #: The real tests by node id, once :func:`realize` collected them.
         self.real: dict[str, pytest.Item] | None = None
 
     def node_ids(self) -> list[str]:
         return [f"{self.nodeid}::{suffix}" for suffix, *_ in self._stored]
 
-    def collect(self) -> list[StoredItem]:
-        decorators: dict[str, pytest.MarkDecorator] = {}
-        items = []
-        with warnings.catch_warnings():  # marks only a plugin registers, at run time
-            warnings.simplefilter("ignore", pytest.PytestUnknownMarkWarning)
-            for suffix, name, location, marks, words in self._stored:
-                decorated = []
-                for mark_name, args, mark_kwargs in marks:
-                    if mark_name not in decorators:
-                        decorators[mark_name] = getattr(pytest.mark, mark_name)
-                    decorated.append(decorators[mark_name].with_args(*args, **mark_kwargs))
-                items.append(StoredItem.from_parent(
-                    self, name=name, nodeid=f"{self.nodeid}::{suffix}",
-                    location=location, marks=decorated, words=words,
-                ))
-        return items
-
 
 def realize(stand_in: StoredItem) -> pytest.Item | None:
     """The real test ``stand_in`` stands for, its module imported and collected now
     (once per module; reports and errors go through pytest's hooks as in any collection)."""
-    module = stand_in.parent
-    assert isinstance(module, StoredModule)
+    module = stand_in.getparent(StoredModule)
+    assert module is not None
     if module.real is None:
         real_module = pytest.Module.from_parent(module.parent, path=module.path)
         module.real = {item.nodeid: item for item in module.session.genitems(real_module)}

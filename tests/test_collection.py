@@ -208,6 +208,44 @@ def test_selection_among_stand_ins_is_pytests_own(pytester, run_vault, run_pytes
     assert result.parseoutcomes().get("deselected") == plain.parseoutcomes().get("deselected")
 
 
+NESTED = {
+    "test_nested.py": _module(
+        """
+        import pytest
+
+
+        class TestOuter:
+            class TestInner:
+                @pytest.mark.parametrize("n", [pytest.param(1, id="a::b"), 2])
+                def test_deep(self, n):
+                    assert n
+
+            def test_outer(self):
+                pass
+
+
+        def test_after():
+            pass
+        """
+    ),
+}
+
+
+@pytest.mark.parametrize("selection", [[], ["-k", "Inner"], ["-k", "a::b"], ["-k", "Outer and not Inner"]])
+def test_nested_classes_and_ids_with_colons(pytester, run_vault, run_pytest, ran_log, selection):
+    """Stand-ins rebuild the classes around their tests (a parameter id may hold
+    ``::``): the same node ids, order and ``-k`` matches as the real collection."""
+    write_files(pytester.path, NESTED)
+    run_vault()
+    ran_log.take()
+
+    result = run_vault("-v", *selection)
+    assert imported(ran_log.take()) == []
+    plain = run_pytest("-v", "-p", "no:cachevault", *selection)
+    assert list(verbose_statuses(result)) == list(verbose_statuses(plain))
+    assert executed(result) == set()
+
+
 def test_a_test_deselected_until_now_runs_when_selected(pytester, run_vault, ran_log):
     """A test that never ran has no record: its module may still stand in while it is
     deselected, and the real module is imported when it is selected."""
