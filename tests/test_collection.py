@@ -182,6 +182,17 @@ def test_environment_read_at_import_is_an_input(pytester, run_vault, ran_log, mo
     result.stdout.fnmatch_lines(["test_env.py::test_slow: env: SLOW_OK"])
 
 
+def _warm_beside_plain(pytester, run_vault, run_pytest, ran_log, files, selection):
+    """A warm ``-v`` run with ``selection``, checked to import no test module, and a
+    plain run (no vault) with the same selection."""
+    write_files(pytester.path, files)
+    run_vault()
+    ran_log.take()
+    result = run_vault("-v", *selection)
+    assert imported(ran_log.take()) == []
+    return result, run_pytest("-v", "-p", "no:cachevault", *selection)
+
+
 @pytest.mark.parametrize(
     "selection",
     [
@@ -197,13 +208,7 @@ def test_environment_read_at_import_is_an_input(pytester, run_vault, ran_log, mo
 def test_selection_among_stand_ins_is_pytests_own(pytester, run_vault, run_pytest, ran_log, selection):
     """``-k``, ``-m`` and ``--deselect`` pick the same tests among stand-ins as pytest
     picks among the real ones, and the modules stay unimported."""
-    write_files(pytester.path, SAMPLE)
-    run_vault()
-    ran_log.take()
-
-    result = run_vault("-v", *selection)
-    assert imported(ran_log.take()) == []
-    plain = run_pytest("-v", "-p", "no:cachevault", *selection)
+    result, plain = _warm_beside_plain(pytester, run_vault, run_pytest, ran_log, SAMPLE, selection)
     assert replayed(result) == set(verbose_statuses(plain)) != set()
     assert result.parseoutcomes().get("deselected") == plain.parseoutcomes().get("deselected")
 
@@ -235,13 +240,7 @@ NESTED = {
 def test_nested_classes_and_ids_with_colons(pytester, run_vault, run_pytest, ran_log, selection):
     """Stand-ins rebuild the classes around their tests (a parameter id may hold
     ``::``): the same node ids, order and ``-k`` matches as the real collection."""
-    write_files(pytester.path, NESTED)
-    run_vault()
-    ran_log.take()
-
-    result = run_vault("-v", *selection)
-    assert imported(ran_log.take()) == []
-    plain = run_pytest("-v", "-p", "no:cachevault", *selection)
+    result, plain = _warm_beside_plain(pytester, run_vault, run_pytest, ran_log, NESTED, selection)
     assert list(verbose_statuses(result)) == list(verbose_statuses(plain))
     assert executed(result) == set()
 
