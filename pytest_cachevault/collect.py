@@ -7,11 +7,11 @@ names, locations, marks and keywords of its tests) under the inputs that shaped 
 shared import state). When those are unchanged and every test it held would replay
 or never ran (deselected until now), the module is not imported: a
 :class:`StoredModule` stands in for it and yields one :class:`StoredItem` per test
-(inside a :class:`StoredClass` per test class), which is only ever replayed (pytest's own ``--lf`` skips files the same way).
-``-m`` and ``-k`` select among stand-ins as among the real tests: they see the same
-marks and names. Should a stored item fail to replay after all (a live test changed
-a file it reads, or a test that never ran is selected), :func:`realize` collects the
-real module then.
+(inside a :class:`StoredClass` per test class), which is only ever replayed
+(pytest's own ``--lf`` skips files the same way). ``-m`` and ``-k`` select among
+stand-ins as among the real tests: they see the same marks and names. Should a
+stored item fail to replay after all (a live test changed a file it reads, or a
+test that never ran is selected), :func:`realize` collects the real module then.
 """
 
 from __future__ import annotations

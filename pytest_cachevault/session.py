@@ -287,7 +287,8 @@ class VaultSession:
             stored = collect.stored_items(module, items)
             return None if stored is None else {"nodeid": module.nodeid, "items": stored}
 
-        self._put(collect.collection_key(self.environment_id, relpath), own, payload, COLLECTIONS)  # type: ignore[arg-type]
+        key = collect.collection_key(self.environment_id, relpath)  # type: ignore[arg-type]
+        self._put(key, own, payload, COLLECTIONS)
 
     def _put(self, key: str, own: Group, payload: dict | Callable[[], dict | None],
              area: str = RESULTS) -> None:
