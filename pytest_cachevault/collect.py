@@ -122,6 +122,12 @@ def _is_mark(value: object) -> bool:
     )
 
 
+def _ends_with(suffix: str, name: str) -> bool:
+    """Whether the node id part ``suffix`` names no empty class and ends with ``name``."""
+    parts = _parts(suffix)
+    return all(parts) and parts[-1] == name
+
+
 def valid_items(value: object) -> list | None:
     """A record's items if they have the shape :func:`stored_items` gives (the store is untrusted)."""
     if not isinstance(value, list) or not value:
@@ -132,8 +138,7 @@ def valid_items(value: object) -> list | None:
             and len(entry) == 5
             and isinstance(entry[0], str)
             and isinstance(entry[1], str)
-            and all(_parts(entry[0]))
-            and _parts(entry[0])[-1] == entry[1]
+            and _ends_with(entry[0], entry[1])
             and _is_location(entry[2])
             and isinstance(entry[3], list)
             and all(_is_mark(mark) for mark in entry[3])

@@ -352,7 +352,8 @@ class _MarkingLoader(importlib.machinery.SourceFileLoader):
         source = self.get_data(self.path)
         try:
             tree = ast.parse(source, self.path)
-            _Marker(MarkingTracer.GLOBAL, len(self._tracer.files)).visit(tree)
+            index = len(self._tracer.files)  # what register() gives it once marked
+            _Marker(MarkingTracer.GLOBAL, index).visit(tree)
             code = compile(tree, self.path, "exec", dont_inherit=True)
         except (SyntaxError, ValueError, RecursionError):
             # Not marked (a syntax error is raised again here, as without the vault;
