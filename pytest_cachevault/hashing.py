@@ -83,6 +83,8 @@ class Hasher:
         self._entries: dict[str, list] = {}
         #: Files stat'ed since code last ran (see :meth:`code_ran`).
         self._confirmed: set[str] = set()
+        #: Counts :meth:`code_ran`: a check of digests holds while it stays the same.
+        self.generation = 0
         if isinstance(remembered, dict):
             for relpath, entry in remembered.items():
                 if _valid_entry(entry):
@@ -91,6 +93,7 @@ class Hasher:
     def code_ran(self) -> None:
         """Code ran that may have changed files: stat them again before trusting a digest."""
         self._confirmed.clear()
+        self.generation += 1
 
     def digest(self, relpath: str, kind: Kind) -> str | None:
         if relpath in self._confirmed:

@@ -32,6 +32,9 @@ EXPLAIN_ALL = "*"
 
 _tracer_key = pytest.StashKey["tuple[Tracer, set[str]] | str"]()
 _verdict_key = pytest.StashKey[Verdict]()
+#: Modules whose ``pytest_runtest_protocol`` implementations have nothing to do for a
+#: test that is replayed (pytest's warning capture, assertion hooks, faulthandler...).
+_IDLE_PROTOCOL_WRAPPERS = ("_pytest.", "pytest_cachevault.")
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -291,6 +294,8 @@ class VaultPlugin:
         #: Test modules collected for real and what they held, to be stored.
         self._collected_items: dict[pytest.Collector, list[tuple[pytest.Item, collect.Shape]]] = {}
         self._realized = False
+        #: The verdict :meth:`pytest_runtestloop` reached on the test it hands to the protocol.
+        self._decided: tuple[pytest.Item, Verdict] | None = None
 
     # -- collection ---------------------------------------------------------------------
     @pytest.hookimpl(tryfirst=True)
@@ -369,8 +374,48 @@ class VaultPlugin:
         self._collected_items.clear()
 
     @pytest.hookimpl(tryfirst=True)
-    def pytest_runtestloop(self) -> None:
+    def pytest_runtestloop(self, session: pytest.Session) -> bool | None:
+        """pytest's own loop, except that a hit with nothing to warn about sends its
+        reports straight to the report hooks.
+
+        The run protocol's wrappers (warning capture, assertion rewriting's hooks) have
+        nothing to do for a test that does not run, yet cost a warm run about a tenth
+        of its time. Only pytest's own wrappers are known to be idle there: with
+        another plugin's (or a conftest's), or under xdist, every test goes through
+        the protocol as usual."""
         self.session.hasher.code_ran()  # collection hooks ran: stat files afresh
+        if not self._may_replay_directly(session):
+            return None
+        hook = session.config.hook
+        items = session.items
+        for i, item in enumerate(items):
+            nextitem = items[i + 1] if i + 1 < len(items) else None
+            verdict = self._verdict(item)
+            if verdict.reports is not None and not verdict.warnings:
+                self._replayed_any = True
+                replay.emit(item, verdict.reports, verdict.warnings)
+            else:
+                self._decided = (item, verdict)
+                hook.pytest_runtest_protocol(item=item, nextitem=nextitem)
+            if session.shouldfail:
+                raise session.Failed(session.shouldfail)
+            if session.shouldstop:
+                raise session.Interrupted(session.shouldstop)
+        return True
+
+    @staticmethod
+    def _may_replay_directly(session: pytest.Session) -> bool:
+        config = session.config
+        if config.option.collectonly or hasattr(config, "workerinput"):
+            return False
+        if session.testsfailed and not config.option.continue_on_collection_errors:
+            return False  # pytest's loop stops the run
+        if getattr(config.option, "dist", "no") != "no":
+            return False
+        return all(
+            impl.function.__module__.startswith(_IDLE_PROTOCOL_WRAPPERS)
+            for impl in config.hook.pytest_runtest_protocol.get_hookimpls()
+        )
 
     # -- fixtures above function scope: what their setup ran is every user's input ------
     @pytest.hookimpl(wrapper=True)
@@ -403,14 +448,19 @@ class VaultPlugin:
 
     # tryfirst: outside pytest's warning capture, which reports a test's warnings
     # after its protocol, so they are known when the record is written.
-    @pytest.hookimpl(wrapper=True, tryfirst=True)
-    def pytest_runtest_protocol(self, item: pytest.Item):
+    def _verdict(self, item: pytest.Item) -> Verdict:
         verdict = self._guard(
             f"looking up {item.nodeid}",
             lambda: self._decide(item),
             Verdict(None, UNCACHEABLE, f"{UNCACHEABLE}: the lookup failed"),
         )
         item.stash[_verdict_key] = verdict
+        return verdict
+
+    @pytest.hookimpl(wrapper=True, tryfirst=True)
+    def pytest_runtest_protocol(self, item: pytest.Item):
+        decided, self._decided = self._decided, None
+        verdict = decided[1] if decided is not None and decided[0] is item else self._verdict(item)
         if verdict.reports is not None:
             self._replayed_any = True
             return (yield)

@@ -75,6 +75,10 @@ class VaultSession:
         #: build()``), which every later test sees. Shared by every later record.
         self.late_import_files: set[str] = set()
         self._objects: dict[str, Group | None] = {}
+        #: What :meth:`_changed` found for each record name (its inputs) since the
+        #: files were last stat'ed: most tests of a module share their inputs.
+        self._checked: dict[str, str | None] = {}
+        self._checked_when: tuple[int, bool] = (-1, False)
         #: Records (and keys) read while deciding on a stand-in, until the test's own lookup.
         self._read_ahead: dict[str, list[Candidate]] = {}
         self._test_keys: dict[str, str] = {}
@@ -96,6 +100,18 @@ class VaultSession:
             self._objects[name] = value if is_group(value) else None  # type: ignore[index]
         return self._objects[name]  # type: ignore[index]
 
+    def _changed_candidate(self, candidate: Candidate) -> str | None:
+        """:meth:`_changed` for a stored candidate, once per record name while no code runs."""
+        if not candidate.name:
+            return self._changed(candidate.payload)
+        when = (self.hasher.generation, self.deps.baseline is None)
+        if when != self._checked_when:
+            self._checked.clear()
+            self._checked_when = when
+        if candidate.name not in self._checked:
+            self._checked[candidate.name] = self._changed(candidate.payload)
+        return self._checked[candidate.name]
+
     def _changed(self, payload: dict) -> str | None:
         """The first input of a record that differs now ("" if the record is malformed)."""
         own, shared = payload.get("inputs"), payload.get("shared")
@@ -113,7 +129,7 @@ class VaultSession:
         """The candidates of ``key`` whose inputs are unchanged; the first change goes to ``changes``."""
         candidates = self._read_ahead.pop(key, None)
         for candidate in self.store.candidates(key, area) if candidates is None else candidates:
-            changed = self._changed(candidate.payload)
+            changed = self._changed_candidate(candidate)
             if changed is None:
                 yield candidate
             elif not changes:
@@ -130,7 +146,7 @@ class VaultSession:
         read = self._read_ahead[key] = []
         for candidate in self.store.candidates(key):  # the most recently used first
             read.append(candidate)
-            if self._changed(candidate.payload) is None:
+            if self._changed_candidate(candidate) is None:
                 return candidate.payload.get("outcome") == "passed"
         return not read and key not in self.store.ignored
 

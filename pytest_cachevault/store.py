@@ -104,6 +104,8 @@ class Candidate:
     payload: dict
     #: When it was last used (its mtime), in nanoseconds.
     used_ns: int = 0
+    #: Its name: the digest of its inputs, so records of one name have the same inputs.
+    name: str = ""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -272,7 +274,7 @@ class Store:
         for path in paths[:MAX_CANDIDATES]:
             found = self._read_record(path, key, area)
             if found.payload is not None:
-                yield Candidate(path, found.payload, found.used_ns)
+                yield Candidate(path, found.payload, found.used_ns, _name_of(path))
 
     def _read_record(self, path: str | Path, key: str, area: str) -> ReadRecord:
         """A record file, checked against its checksum (and signature) before parsing.
@@ -308,7 +310,7 @@ class Store:
             signature = header["hmac"]
             if signature is None:
                 return self._ignore(key, UNSIGNED)
-            if not hmac.compare_digest(signature.decode(), self._signature(area, key, body)):
+            if not hmac.compare_digest(signature.decode(), self._signature(area, key, _name_of(path), body)):
                 return self._ignore(key, BADLY_SIGNED)
         try:
             payload = json.loads(body)
@@ -319,13 +321,16 @@ class Store:
             return ReadRecord("bad")
         return ReadRecord("ok", payload, used_ns)
 
-    def _signature(self, area: str, key: str, body: bytes) -> str:
-        """HMAC-SHA256 over the schema, the record's area and key, and its payload.
+    def _signature(self, area: str, key: str, name: str, body: bytes) -> str:
+        """HMAC-SHA256 over the schema, the record's area, key and name, and its payload.
 
         The key binds a record to its test (or test module) and environment: a signed
-        record copied under another key or into the other area does not verify there."""
+        record copied under another key or into the other area does not verify there.
+        The name stands for its inputs (a run checks each name's inputs once): a signed
+        record renamed does not verify either."""
         assert self.key is not None
-        message = b"pytest-cachevault record %d\0%s\0%s\0" % (SCHEMA, area.encode(), key.encode()) + body
+        message = b"pytest-cachevault record %d\0%s\0%s\0%s\0" % (
+            SCHEMA, area.encode(), key.encode(), name.encode()) + body
         return hmac.new(self.key, message, hashlib.sha256).hexdigest()
 
     def _ignore(self, key: str, why: str) -> ReadRecord:
@@ -345,7 +350,7 @@ class Store:
         if self.readonly:
             return path
         body = _canonical(payload)
-        signature = b',"hmac":"%s"' % self._signature(area, key, body).encode() if self.key else b""
+        signature = b',"hmac":"%s"' % self._signature(area, key, name, body).encode() if self.key else b""
         data = b'{"schema":%d,"checksum":"%s"%s,"payload":%s}' % (
             SCHEMA, digest_bytes(body).encode(), signature, body,
         )
@@ -610,10 +615,16 @@ class Store:
                 self._problem(path, "a directory where a file should be")
 
 
-def record_key_and_name(path: Path) -> tuple[str, str]:
+def record_key_and_name(path: str | Path) -> tuple[str, str]:
     """The key and the name a record file is stored under (``<key>.<name>.json``)."""
-    key, _, rest = path.name.partition(".")
+    key, _, rest = os.path.basename(path).partition(".")
     return key, rest.removesuffix(".json")
+
+
+def _name_of(path: str | Path) -> str:
+    """A record file's name if it is a digest (as :meth:`Store.put_record` names them), else ""."""
+    name = record_key_and_name(path)[1]
+    return name if is_name(name) else ""
 
 
 def _scandir(path: Path) -> list[os.DirEntry]:

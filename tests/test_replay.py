@@ -249,3 +249,100 @@ def test_warnings_are_replayed(pytester, run_vault):
     second.stdout.fnmatch_lines(
         ["*= warnings summary =*", "*DeprecationWarning: old_api() is deprecated"]
     )
+
+
+def test_another_plugins_protocol_wrapper_sees_replayed_tests(pytester, run_vault):
+    """Replayed tests skip pytest's own protocol wrappers, never another plugin's."""
+    write_files(
+        pytester.path,
+        {
+            "conftest.py": """
+                import pytest
+
+
+                @pytest.hookimpl(wrapper=True)
+                def pytest_runtest_protocol(item):
+                    print("\\nwrapped", item.name)
+                    return (yield)
+            """,
+            "test_two.py": """
+                def test_one():
+                    pass
+
+
+                def test_two():
+                    pass
+            """,
+        },
+    )
+    run_vault("-s").assert_outcomes(passed=2)
+    second = run_vault("-s")
+    second.assert_outcomes(passed=2)
+    assert vault_counts(second) == (2, 0)
+    second.stdout.fnmatch_lines(["wrapped test_one", "wrapped test_two"])
+
+
+def test_exitfirst_stops_among_replayed_tests(pytester, run_vault):
+    """``-x`` stops at a live failure; the replayed tests after it are not reported."""
+    pytester.makepyfile(
+        test_order="""
+            def test_before():
+                pass
+
+
+            def test_broken():
+                assert False
+
+
+            def test_after():
+                pass
+        """
+    )
+    run_vault().assert_outcomes(passed=2, failed=1)
+    second = run_vault("-x", "-v")
+    second.assert_outcomes(passed=1, failed=1)
+    assert replayed(second) == {"test_order.py::test_before"}
+    assert "test_after" not in second.stdout.str()
+    second.stdout.fnmatch_lines(["*stopping after 1 failures*"])
+
+
+def test_a_file_a_live_test_changes_is_checked_again(pytester, run_vault):
+    """A lookup's check of a test's inputs holds only until the next live test: it may
+    have edited them. Here a failing test (always live) edits a helper between two tests
+    with the same inputs; the second runs again."""
+    write_files(
+        pytester.path,
+        {
+            "helper.py": """
+                def value():
+                    return 1
+            """,
+            "test_edit.py": """
+                import os
+                from pathlib import Path
+
+                import helper
+
+
+                def test_uses_the_helper_before():
+                    assert helper.value() in (1, 2)
+
+
+                def test_edits_the_helper():
+                    if os.environ.get("EDIT_HELPER"):
+                        path = Path(__file__).parent / "helper.py"
+                        path.write_text(path.read_text().replace("1", "2"))
+                    assert False
+
+
+                def test_uses_the_helper_after():
+                    assert helper.value() in (1, 2)
+            """,
+        },
+    )
+    run_vault().assert_outcomes(passed=2, failed=1)
+    assert vault_counts(run_vault()) == (2, 1)
+    third = run_vault("-v", "--vault-explain", env={"EDIT_HELPER": "1"})
+    third.assert_outcomes(passed=2, failed=1)
+    assert replayed(third) == {"test_edit.py::test_uses_the_helper_before"}
+    third.stdout.fnmatch_lines(["*test_edit.py::test_uses_the_helper_after*changed: helper.py*"])

@@ -185,3 +185,13 @@ def test_a_signed_record_does_not_verify_in_the_other_area(tmp_path):
     assert [c.payload for c in store.candidates(KEY)] == [{"outcome": "passed"}]
     assert list(store.candidates(KEY, COLLECTIONS)) == []
     assert store.ignored == {KEY: BADLY_SIGNED}
+
+
+def test_a_signed_record_does_not_verify_under_another_name(tmp_path):
+    """A record's name stands for its inputs: a signed record renamed (to pass for
+    records of other inputs) does not verify."""
+    store = Store(tmp_path / "vault", key=SECRET)
+    store.ensure()
+    stored = store.put_record(KEY, NAME(), {"outcome": "passed"})
+    stored.rename(stored.with_name(f"{KEY}.{NAME()}.json"))
+    assert list(Store(store.directory, key=SECRET).candidates(KEY)) == []
