@@ -446,8 +446,6 @@ class VaultPlugin:
             self.session.problems.append(f"{what}: {type(exc).__name__}: {exc}")
             return default
 
-    # tryfirst: outside pytest's warning capture, which reports a test's warnings
-    # after its protocol, so they are known when the record is written.
     def _verdict(self, item: pytest.Item) -> Verdict:
         verdict = self._guard(
             f"looking up {item.nodeid}",
@@ -457,6 +455,8 @@ class VaultPlugin:
         item.stash[_verdict_key] = verdict
         return verdict
 
+    # tryfirst: outside pytest's warning capture, which reports a test's warnings
+    # after its protocol, so they are known when the record is written.
     @pytest.hookimpl(wrapper=True, tryfirst=True)
     def pytest_runtest_protocol(self, item: pytest.Item):
         decided, self._decided = self._decided, None
