@@ -82,6 +82,7 @@ class VaultSession:
         #: Records (and keys) read while deciding on a stand-in, until the test's own lookup.
         self._read_ahead: dict[str, list[Candidate]] = {}
         self._test_keys: dict[str, str] = {}
+        self._conftests_of: dict[Path, tuple[str, ...]] = {}
         self._import_state: tuple[tuple, str | None] = ((), None)
         self.environment = fingerprint.environment(config, vault, hasher)
         self.environment_id = fingerprint.environment_digest(self.environment)
@@ -224,17 +225,23 @@ class VaultSession:
             group["listing"] = self.deps.listings(executed.listed)
         if executed.env:
             group["env"] = env_group(executed.env)
-        directory = path.parent
-        while True:  # conftests above the test, and where there is none: its absence
-            conftest = self.deps.relpath(str(directory / "conftest.py"))
-            if conftest is None and directory.is_relative_to(self.root):
-                conftest = (directory / "conftest.py").relative_to(self.root).as_posix()
-            if conftest is not None:
-                group["file"].setdefault(conftest, self.hasher.digest(conftest, "file"))
-            if directory == self.root or directory == directory.parent:
-                break
-            directory = directory.parent
+        for conftest in self._conftests(path.parent):
+            group["file"].setdefault(conftest, self.hasher.digest(conftest, "file"))
         return group
+
+    def _conftests(self, directory: Path) -> tuple[str, ...]:
+        """The ``conftest.py`` paths from ``directory`` up to the rootdir, whether the
+        files exist or not (an absent one must stay absent); worked out once per directory."""
+        found = self._conftests_of.get(directory)
+        if found is None:
+            paths = []
+            for above in (directory, *directory.parents):
+                if above.is_relative_to(self.root):
+                    paths.append((above / "conftest.py").relative_to(self.root).as_posix())
+                if above == self.root:
+                    break
+            found = self._conftests_of[directory] = tuple(paths)
+        return found
 
     def _import_state_name(self) -> str:
         blind = self.tracer.blind_spots()
