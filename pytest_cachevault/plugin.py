@@ -406,12 +406,10 @@ class VaultPlugin:
     @staticmethod
     def _may_replay_directly(session: pytest.Session) -> bool:
         config = session.config
-        if config.option.collectonly or hasattr(config, "workerinput"):
+        if config.option.collectonly or hasattr(config, "workerinput"):  # xdist's loop runs workers
             return False
         if session.testsfailed and not config.option.continue_on_collection_errors:
             return False  # pytest's loop stops the run
-        if getattr(config.option, "dist", "no") != "no":
-            return False
         return all(
             impl.function.__module__.startswith(_IDLE_PROTOCOL_WRAPPERS)
             for impl in config.hook.pytest_runtest_protocol.get_hookimpls()
