@@ -1421,8 +1421,10 @@ def render(datas: list[dict]) -> str:
         f"- **killed mutants: {total_killed}; stale results: {total_stale}**",
         "",
         "Reproduce: `python3 benchmarks/mutate.py "
-        f"--suites {','.join(d['suite'] for d in datas if d['suite'] in IMPORT_NAMES)} --seed "
+        + "".join(f"--python python{'.'.join(p.split('.')[:2])} " for p in pythons[:1] if not p.startswith("3.11."))
+        + f"--suites {','.join(d['suite'] for d in datas if d['suite'] in IMPORT_NAMES)} --seed "
         f"{datas[0].get('seed', 0) if datas else 0}`"
+        + (f" with `--results-suffix={RESULTS_SUFFIX[0]}`" if RESULTS_SUFFIX[0] else "")
         + ("" if all(d["suite"] in IMPORT_NAMES for d in datas) else
            "; the data and environment mutants of a suite alone: `python3 benchmarks/mutate.py "
            f"--suites SUITE --kinds data,env --results-suffix={INPUTS_SUFFIX}`")

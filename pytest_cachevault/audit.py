@@ -22,7 +22,6 @@ so the hook stays installed and idle once stopped.
 
 from __future__ import annotations
 
-import ipaddress
 import os
 import socket
 import sys
@@ -30,6 +29,8 @@ import sysconfig
 from collections.abc import Callable, Iterator
 from typing import Any
 
+from .child import VARIABLE as CHILD_VARIABLE
+from .child import describe_address, is_loopback, untraced_spawn
 from .config import ENV_KEY
 
 #: Audit events by which a test starts another process, whose code no tracer here sees.
@@ -73,11 +74,13 @@ def whole_environment() -> str:
     could be guessed at offline, and a job with the key must hit a job's records
     without it."""
     return "\0".join(
-        f"{k}={v}" for k, v in sorted(_Environ.items(os.environ)) if k != ENV_KEY
+        f"{k}={v}" for k, v in sorted(_Environ.items(os.environ)) if k not in _OWN_VARIABLES
     )
 
 
 _Environ: Any = type(os.environ)
+#: Variables the vault itself sets or reads: never part of a test's environment.
+_OWN_VARIABLES = frozenset({ENV_KEY, CHILD_VARIABLE})
 
 
 class _ObservedEnviron(_Environ):
@@ -132,16 +135,12 @@ def get_env(name: str) -> str | None:
         return None
 
 
-def _is_loopback(address: object) -> bool:
-    host = address[0] if isinstance(address, tuple) and address else address
-    if not isinstance(host, str):
-        return True  # not an internet address
-    if host in ("localhost", ""):
-        return True
-    try:
-        return ipaddress.ip_address(host.split("%")[0]).is_loopback
-    except ValueError:
-        return host.endswith(".localhost")
+def set_quietly(name: str, value: str | None) -> None:
+    """Set (or, with None, remove) a variable without reporting it as the test's doing."""
+    if value is not None:
+        _Environ.__setitem__(os.environ, name, value)
+    elif _Environ.__contains__(os.environ, name):
+        _Environ.__delitem__(os.environ, name)
 
 
 class Observer:
@@ -244,11 +243,28 @@ class Observer:
         elif event in SPAWN_EVENTS:
             window = self._window()
             window.spawned = window.spawned or event
+            if window.prefix:
+                self._count_child(window, event, args)
         elif event in _NETWORK_EVENTS:
             sock, address = args[0], args[-1]
-            if getattr(sock, "family", None) in _INET_FAMILIES and not _is_loopback(address):
+            if getattr(sock, "family", None) in _INET_FAMILIES and not is_loopback(address):
                 window = self._window()
-                window.network = window.network or _describe(address)
+                window.network = window.network or describe_address(address)
+
+    @staticmethod
+    def _count_child(window: Any, event: str, args: tuple) -> None:
+        """Expect a report from a Python child, or note why this process goes unseen.
+        ``subprocess`` may start one process with two events (``subprocess.Popen``, then
+        ``os.posix_spawn`` of the same program): it is counted once."""
+        popen = window.popen
+        window.popen = args[0] if event == "subprocess.Popen" else None
+        if event == "os.posix_spawn" and popen is not None and popen == args[0]:
+            return
+        why = untraced_spawn(event, args, window.prefix)
+        if why is None:
+            window.children += 1
+        else:
+            window.untraced = window.untraced or why
 
     def _open(self, path: object, mode: object, flags: object) -> None:
         if not isinstance(path, (str, bytes, os.PathLike)):
@@ -273,8 +289,3 @@ class Observer:
                 return  # imported after start(): looked up when it reads, which is rare
             window.read.add(path)
 
-
-def _describe(address: object) -> str:
-    if isinstance(address, tuple) and len(address) >= 2:
-        return f"{address[0]}:{address[1]}"
-    return str(address)

@@ -7,8 +7,9 @@ Two digests per file:
   body blanked (docstrings kept). Editing a function body leaves it unchanged;
   editing a constant, a class attribute, a decorator, a default or a registration
   changes it. Tests that merely import a module depend on this digest only.
-* ``listing`` — of a directory: its sorted entry names (``__pycache__`` left out), so
-  that a new data file re-runs the tests that listed the directory.
+* ``listing`` — of a directory: its sorted entry names (``__pycache__`` and the tools'
+  own directories, :attr:`Hasher.unlisted`, left out), so that a new data file re-runs
+  the tests that listed the directory, but ``.pytest_cache`` appearing does not.
 
 Digests are remembered by ``(size, mtime_ns, ctime_ns, inode)`` so unchanged files
 are not re-read, within a run and (through :meth:`Hasher.export`) across runs. While
@@ -85,6 +86,8 @@ class Hasher:
         self._confirmed: set[str] = set()
         #: Counts :meth:`code_ran`: a check of digests holds while it stays the same.
         self.generation = 0
+        #: Directories (absolute, real, ending in a separator) no listing includes.
+        self.unlisted: frozenset[str] = frozenset()
         if isinstance(remembered, dict):
             for relpath, entry in remembered.items():
                 if _valid_entry(entry):
@@ -118,7 +121,11 @@ class Hasher:
         digests: dict = entry[4]
         if kind == "listing" and kind not in digests:
             try:
-                names = sorted(n for n in os.listdir(path) if n != "__pycache__")
+                real = os.path.realpath(path)
+                names = sorted(
+                    n for n in os.listdir(path)
+                    if n != "__pycache__" and os.path.join(real, n, "") not in self.unlisted
+                )
             except OSError:
                 return None
             digests[kind] = digest_bytes("\0".join(names).encode())

@@ -98,6 +98,7 @@ class Dependencies:
     def __init__(self, root: Path, hasher: Hasher, excluded_prefixes: tuple[str, ...]) -> None:
         self.root = root
         self.hasher = hasher
+        hasher.unlisted = frozenset(excluded_prefixes)  # the store, .pytest_cache...
         self._root_prefix = str(root) + os.sep
         self._excluded = excluded_prefixes
         self._relpaths: dict[str, str | None] = {}

@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from . import config as vault_config
-from . import collect, explain, fingerprint, gc, replay, stats
+from . import child, collect, explain, fingerprint, gc, replay, stats
 from .hashing import Hasher
 from .inputs import Dependencies
 from .report import VaultReporter
@@ -228,6 +228,11 @@ def pytest_configure(config: pytest.Config) -> None:
     root = str(config.rootpath)
     excluded = _excluded_prefixes(root) + _tool_directories(config, vault.directory)
     previous = cache.get(ENVIRONMENT_CACHE_KEY, None) if cache else None
+    if "subprocess" in vault.allow and not vault.readonly:
+        try:
+            tracer.trace_children(child.Children(str(store.scratch())))
+        except StoreError:
+            pass  # a child's code is then unknown: its test depends on every in-tree source
     session = VaultSession(config, vault, store, tracer, hasher, excluded, preloaded, previous)
     config.pluginmanager.register(VaultPlugin(session, reporter), "cachevault-session")
     config.pluginmanager.register(Replayer(), "cachevault-replayer")
@@ -506,6 +511,7 @@ class VaultPlugin:
 
     # -- the end ------------------------------------------------------------------------
     def pytest_sessionfinish(self, session: pytest.Session) -> None:
+        self.tracer.trace_children(None)
         for problem in self.session.problems + self.session.store.problems:
             self.reporter.add_warning(problem)
         cache = getattr(session.config, "cache", None)

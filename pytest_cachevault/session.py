@@ -217,8 +217,8 @@ class VaultSession:
             return None
         files = self.deps.relpaths(executed.files | executed.read)
         files.add(module)
-        if executed.spawned and "subprocess" in self.vault.allow:
-            files |= self.deps.all_sources()  # the child may have run any of them
+        if executed.untraced and "subprocess" in self.vault.allow:
+            files |= self.deps.all_sources()  # an unseen process may have run any of them
         group = empty_group()
         group["file"] = self.deps.files(files)
         if executed.listed:
@@ -355,4 +355,5 @@ def _combined(executed: Executed, helpers: list[Executed]) -> Executed:
         env=env,
         spawned=executed.spawned or next((h.spawned for h in helpers if h.spawned), None),
         network=executed.network or next((h.network for h in helpers if h.network), None),
+        untraced=executed.untraced or next((h.untraced for h in helpers if h.untraced), None),
     )

@@ -451,6 +451,16 @@ class Store:
             self._problem(path, "unreadable object")
             return None
 
+    # -- scratch space ---------------------------------------------------------------
+    def scratch(self) -> Path:
+        """A new empty directory under ``tmp/`` for helpers of this run to write into;
+        its owner removes it, garbage collection if it is left behind."""
+        if self.readonly:
+            raise StoreError(f"the vault at {self.directory} is read-only")
+        path = self.tmp / f"{uuid.uuid4().hex}.d"
+        self._mkdir(path)
+        return path
+
     # -- run summaries --------------------------------------------------------------
     def put_run(self, counts: dict[str, int]) -> None:
         """Remember the counts of a finished run; keep the newest :data:`MAX_RUNS`."""

@@ -32,7 +32,8 @@ import sys
 from pathlib import Path
 from typing import NamedTuple, Protocol
 
-from .audit import Observer
+from . import child
+from .audit import Observer, set_quietly
 
 
 class TracerUnavailable(Exception):
@@ -59,6 +60,9 @@ class Executed(NamedTuple):
     listed: frozenset[str] = frozenset()
     #: The first non-loopback address connected to (None if none).
     network: str | None = None
+    #: Why the processes it started were not all traced (None if they were, or it
+    #: started none): then it depends on every in-tree source (see :mod:`child`).
+    untraced: str | None = None
 
 
 class Tracer(Protocol):
@@ -84,6 +88,9 @@ class Tracer(Protocol):
     def blind_spots(self) -> frozenset[str]:
         """In-tree modules loaded now whose execution this tracer cannot see."""
 
+    def trace_children(self, children: child.Children | None) -> None:
+        """Have Python processes started in a window report what they ran (or stop)."""
+
 
 def make_tracer(root: Path, excluded_prefixes: tuple[str, ...]) -> Tracer:
     if sys.version_info >= (3, 12):
@@ -93,7 +100,7 @@ def make_tracer(root: Path, excluded_prefixes: tuple[str, ...]) -> Tracer:
 
 class _Window:
     __slots__ = ("files", "function_files", "read", "spawned", "imported", "written",
-                 "env", "env_written", "listed", "network")
+                 "env", "env_written", "listed", "network", "untraced", "children", "prefix", "popen")
 
     def __init__(self) -> None:
         self.files: set[str] = set()
@@ -106,6 +113,11 @@ class _Window:
         self.env_written: set[str] = set()
         self.listed: set[str] = set()
         self.network: str | None = None
+        self.untraced: str | None = None
+        #: Python children expected to report under ``prefix`` (see :mod:`child`).
+        self.children = 0
+        self.prefix = ""
+        self.popen: object = None
 
     def merge(self, other: _Window) -> None:
         self.files |= other.files
@@ -120,6 +132,7 @@ class _Window:
         self.env_written |= other.env_written
         self.spawned = self.spawned or other.spawned
         self.network = self.network or other.network
+        self.untraced = self.untraced or other.untraced
 
     def freeze(self) -> Executed:
         return Executed(
@@ -132,6 +145,7 @@ class _Window:
             dict(self.env),
             frozenset(self.listed),
             self.network,
+            self.untraced,
         )
 
 
@@ -143,6 +157,15 @@ class _Windows:
     def __init__(self, root: Path) -> None:
         self._stack: list[_Window] = [_Window()]
         self._observer = Observer(lambda: self._stack[-1], root, outside=self._stack[0])
+        self._children: child.Children | None = None
+
+    def trace_children(self, children: child.Children | None) -> None:
+        """From the next window on, have Python children report what they ran
+        (``vault_allow = subprocess``); None stops it."""
+        if children is None and self._children is not None:
+            set_quietly(child.VARIABLE, None)
+            self._children.close()
+        self._children = children
 
     def _harvest(self) -> None:
         """Move what the backend gathered since the last call into the innermost window."""
@@ -155,14 +178,30 @@ class _Windows:
 
     def push(self) -> None:
         self._harvest()
-        self._stack.append(_Window())
+        window = _Window()
+        if self._children is not None:
+            window.prefix = self._children.prefix()
+            set_quietly(child.VARIABLE, window.prefix)
+        self._stack.append(window)
 
     def pop(self, merge: bool = True) -> Executed:
         self._harvest()
         window = self._stack.pop()
+        if window.prefix and self._children is not None:
+            set_quietly(child.VARIABLE, self._stack[-1].prefix or None)
+            if window.spawned:
+                self._take_children(window, self._children.harvest(window.prefix, window.children))
         if merge:
             self._stack[-1].merge(window)
         return window.freeze()
+
+    @staticmethod
+    def _take_children(window: _Window, run: child.ChildRun) -> None:
+        window.files |= run.files  # a child's files count whole, like a file it imported
+        window.read |= run.read - window.written
+        window.listed |= run.listed
+        window.network = window.network or run.network
+        window.untraced = window.untraced or run.untraced
 
     def outside(self) -> Executed:
         if len(self._stack) == 1:

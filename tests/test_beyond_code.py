@@ -123,7 +123,17 @@ SUBPROCESS_TESTS = {
     "cli.py": """
         import sys
 
-        print(" ".join(sys.argv[1:]).upper())
+        from shout import shout
+
+        print(shout(" ".join(sys.argv[1:])))
+    """,
+    "shout.py": """
+        def shout(text):
+            return text.upper()
+    """,
+    "other.py": """
+        def whisper(text):
+            return text.lower()
     """,
     "test_cli.py": """
         import subprocess
@@ -138,19 +148,92 @@ SUBPROCESS_TESTS = {
         def test_plain():
             assert True
     """,
+    "pytest.ini": "[pytest]\nvault_allow = subprocess\n",
 }
 
 
 def test_subprocess_test_stored_when_allowed(pytester, run_vault):
-    """``vault_allow = subprocess``: stored, and re-run when in-tree source changes."""
-    write_files(pytester.path, {**SUBPROCESS_TESTS, "pytest.ini": "[pytest]\nvault_allow = subprocess\n"})
+    """``vault_allow = subprocess``: stored, and re-run exactly when a file the Python
+    child ran changes: its script and what it imported, not other in-tree code."""
+    write_files(pytester.path, SUBPROCESS_TESTS)
     run_vault.record_and_replay(passed=2)
-    (pytester.path / "notes.txt").write_text("not code")
+    edit(pytester.path / "other.py", ".lower()", ".casefold()")
     assert vault_counts(run_vault()) == (2, 0)
-    edit(pytester.path / "cli.py", ".upper()", ".lower()")
-    result = run_vault()
+    # The child's imports listed the directories on its path: what a new file there
+    # might change is not known, so it is an input.
+    (pytester.path / "shout2.py").write_text("")
+    assert vault_counts(run_vault()) == (1, 1)
+    edit(pytester.path / "shout.py", ".upper()", ".title()")
+    result = run_vault("--vault-explain")
     result.assert_outcomes(failed=1, passed=1)
     assert vault_counts(result) == (1, 1)
+    result.stdout.fnmatch_lines(["*test_cli.py::test_cli_shouts: changed: shout.py"])
+    edit(pytester.path / "shout.py", ".title()", ".upper()")
+    assert vault_counts(run_vault()) == (2, 0)  # the first record is still stored
+    edit(pytester.path / "cli.py", "shout(", "str(")
+    result = run_vault()
+    result.assert_outcomes(failed=1, passed=1)
+
+
+def test_a_file_a_python_child_reads_is_an_input(pytester, run_vault):
+    write_files(pytester.path, {
+        **SUBPROCESS_TESTS,
+        "greeting.txt": "hi",
+        "test_cli.py": """
+            import subprocess
+            import sys
+
+
+            def test_cli_reads_its_greeting():
+                code = "from shout import shout; print(shout(open('greeting.txt').read()))"
+                done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+                assert done.stdout == "HI\\n"
+        """,
+    })
+    run_vault.record_and_replay(passed=1)
+    (pytester.path / "greeting.txt").write_text("hello")
+    result = run_vault()
+    result.assert_outcomes(failed=1)
+
+
+UNTRACED_CHILDREN = {
+    "test_shell.py": """
+        import os
+        import subprocess
+        import sys
+
+
+        def test_through_a_shell():
+            command = f"{sys.executable} cli.py hi"
+            assert subprocess.run(command, shell=True, capture_output=True).returncode == 0
+
+
+        def test_environment_replaced():
+            done = subprocess.run([sys.executable, "cli.py", "hi"], env={"PATH": os.environ["PATH"]})
+            assert done.returncode == 0
+
+
+        def test_child_left_running():
+            child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
+            child.terminate()
+
+
+        def test_child_starts_another():
+            code = "import subprocess, sys; subprocess.run([sys.executable, 'cli.py', 'hi'])"
+            assert subprocess.run([sys.executable, "-c", code]).returncode == 0
+    """,
+}
+
+
+def test_processes_the_vault_cannot_follow_depend_on_every_source(pytester, run_vault):
+    """A shell, a child without the variable, one still running at the end, one that
+    starts another: what ran is unknown, so any in-tree source change re-runs them."""
+    write_files(pytester.path, {**SUBPROCESS_TESTS, **UNTRACED_CHILDREN})
+    run_vault.record_and_replay(passed=6)
+    edit(pytester.path / "other.py", ".lower()", ".casefold()")
+    result = run_vault("--vault-explain")
+    assert vault_counts(result) == (2, 4)
+    result.stdout.fnmatch_lines(["*test_shell.py::test_through_a_shell: changed: other.py"])
 
 
 def test_bad_vault_allow_value_is_a_usage_error(pytester, run_vault):

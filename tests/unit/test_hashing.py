@@ -108,3 +108,19 @@ def test_malformed_stat_cache_is_ignored(tmp_path):
     (tmp_path / "a.py").write_bytes(b"x = 1\n")
     for bad in (None, [], {"a.py": "nonsense"}, {"a.py": [1, 2, 3, 4, {"file": 5}]}):
         assert Hasher(tmp_path, bad).digest("a.py", "file") is not None
+
+
+def test_a_listing_leaves_out_the_tools_directories(tmp_path):
+    """A test that lists the rootdir is not re-run because ``.pytest_cache`` appeared,
+    but is when a data file does."""
+    (tmp_path / "data.txt").write_text("1")
+    hasher = Hasher(tmp_path)
+    hasher.unlisted = frozenset({str(tmp_path / ".pytest_cache") + "/"})
+    before = hasher.digest(".", "listing")
+    (tmp_path / ".pytest_cache").mkdir()
+    (tmp_path / "__pycache__").mkdir()
+    hasher.code_ran()
+    assert hasher.digest(".", "listing") == before
+    (tmp_path / "more.txt").write_text("2")
+    hasher.code_ran()
+    assert hasher.digest(".", "listing") != before
