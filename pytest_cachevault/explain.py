@@ -10,19 +10,20 @@ from __future__ import annotations
 import time
 
 from . import audit
-from .inputs import Dependencies, env_digest, is_group, is_safe_relpath
+from .inputs import RAN_SEPARATOR, Dependencies, env_digest, is_group, is_safe_relpath
 from .store import Store, is_name
 
-_KINDS = ("file", "code", "listing", "env")
+_KINDS = ("file", "code", "ran", "listing", "env")
 
 
 def _state(deps: Dependencies, kind: str, name: str, digest: object) -> str:
+    relpath = name.rpartition(RAN_SEPARATOR)[0] if kind == "ran" else name
     if kind == "env":
         now = env_digest(name)
-    elif not (is_safe_relpath(name) or name == "."):
+    elif not (is_safe_relpath(relpath) or relpath == "."):
         return "not a path under the rootdir: never read"
     else:
-        now = deps.hasher.digest(name, kind)  # type: ignore[arg-type]
+        now = deps.current(kind, name)
     if now == digest:
         return "unchanged" if digest is not None else "absent, as recorded"
     return "absent now" if now is None else ("was absent" if digest is None else "changed")

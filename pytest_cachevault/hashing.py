@@ -11,6 +11,10 @@ Two digests per file:
   own directories, :attr:`Hasher.unlisted`, left out), so that a new data file re-runs
   the tests that listed the directory, but ``.pytest_cache`` appearing does not.
 
+And, for a module whose functions ran at import or collection time, a ``code`` digest
+that keeps the bodies of those functions (:meth:`Hasher.digest_ran`): importers depend
+on what ran while they imported it, not on the bodies of functions that did not run.
+
 Digests are remembered by ``(size, mtime_ns, ctime_ns, inode)`` so unchanged files
 are not re-read, within a run and (through :meth:`Hasher.export`) across runs. While
 no test code runs (between two replayed tests) files cannot change, so a file is
@@ -33,6 +37,8 @@ import blake3
 Kind = Literal["file", "code", "listing"]
 KINDS: tuple[Kind, ...] = ("file", "code", "listing")
 DIGEST_CHARS = 32  # 128 bits, hex
+#: Prefix of the stat cache's keys for :meth:`Hasher.digest_ran` digests.
+RAN = "ran:"
 RACY_SECONDS = 2.0
 
 
@@ -40,10 +46,43 @@ def digest_bytes(data: bytes) -> str:
     return blake3.blake3(data).hexdigest()[:DIGEST_CHARS]
 
 
-class _BlankFunctionBodies(ast.NodeTransformer):
-    """Replace each function body by its docstring (or ``pass``), recursing into classes."""
+class Scopes(ast.NodeTransformer):
+    """Knows the qualified name (``__qualname__``) of the function it visits."""
+
+    def __init__(self) -> None:
+        self._scope: list[str] = []
+
+    def qualname(self, node: ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef) -> str:
+        return ".".join([*self._scope, node.name])
+
+    def visit_ClassDef(self, node: ast.ClassDef) -> ast.AST:
+        self._scope.append(node.name)
+        self.generic_visit(node)
+        self._scope.pop()
+        return node
+
+    def visit_inside(self, node: ast.FunctionDef | ast.AsyncFunctionDef) -> None:
+        """Visit a function's body, in whose scope definitions are ``name.<locals>.*``."""
+        self._scope += [node.name, "<locals>"]
+        self.generic_visit(node)
+        del self._scope[-2:]
+
+
+class _BlankFunctionBodies(Scopes):
+    """Replace each function body by its docstring (or ``pass``), recursing into classes;
+    the bodies of the functions ``keep`` names (qualified names) stay whole."""
+
+    def __init__(self, keep: frozenset[str] = frozenset()) -> None:
+        super().__init__()
+        self._keep = keep
+        self.kept: set[str] = set()
 
     def _blank(self, node: ast.FunctionDef | ast.AsyncFunctionDef) -> ast.AST:
+        qualname = self.qualname(node)
+        if qualname in self._keep:
+            self.kept.add(qualname)
+            self.visit_inside(node)  # note nested functions that ran, keep their bodies
+            return node
         first = node.body[0] if node.body else None
         is_doc = (
             isinstance(first, ast.Expr)
@@ -57,13 +96,18 @@ class _BlankFunctionBodies(ast.NodeTransformer):
     visit_AsyncFunctionDef = _blank
 
 
-def code_digest(source: bytes) -> str:
-    """Digest of the import-time code of a Python source; the full digest if unparsable."""
+def code_digest(source: bytes, keep: frozenset[str] = frozenset()) -> str:
+    """Digest of the import-time code of a Python source, with the bodies of the
+    functions ``keep`` names; the full digest if unparsable or if one of them is not
+    found (a function defined under ``global``, or by ``exec``)."""
     try:
         tree = ast.parse(source)
-    except (SyntaxError, ValueError):
+    except (SyntaxError, ValueError, RecursionError):
         return digest_bytes(source)
-    _BlankFunctionBodies().visit(tree)
+    blanker = _BlankFunctionBodies(keep)
+    blanker.visit(tree)
+    if blanker.kept != keep:
+        return digest_bytes(source)
     return digest_bytes(ast.dump(tree).encode())
 
 
@@ -140,6 +184,24 @@ class Hasher:
                 digests["code"] = code_digest(data)
         return digests[kind]
 
+    def digest_ran(self, relpath: str, functions: str) -> str | None:
+        """The ``code`` digest of ``relpath`` keeping the bodies of ``functions``
+        (qualified names joined by commas, sorted)."""
+        if self.digest(relpath, "file") is None:
+            return None
+        digests = self._entries[relpath][4]
+        kind = RAN + functions
+        if kind not in digests:
+            try:
+                with open(os.path.join(self.root, relpath), "rb") as f:
+                    data = f.read()
+            except OSError:
+                return None
+            if digest_bytes(data) != digests["file"]:
+                return None  # changed since it was stat'ed: a miss now, looked at again later
+            digests[kind] = code_digest(data, frozenset(functions.split(",")))
+        return digests[kind]
+
     def export(self) -> dict:
         """The stat cache to remember for the next run, racy entries left out."""
         horizon = time.time_ns() - int(RACY_SECONDS * 1e9)
@@ -156,5 +218,5 @@ def _valid_entry(entry: object) -> bool:
         and len(entry) == 5
         and all(isinstance(x, int) for x in entry[:4])
         and isinstance(entry[4], dict)
-        and all(k in KINDS and isinstance(v, str) for k, v in entry[4].items())
+        and all((k in KINDS or k.startswith(RAN)) and isinstance(v, str) for k, v in entry[4].items())
     )

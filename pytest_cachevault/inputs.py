@@ -9,10 +9,12 @@ unset) and ``external`` (see :meth:`Dependencies.external`). A test's inputs are
 * its own group: the files it executed in setup, call and teardown, what its
   higher-scoped fixtures executed when they were set up, its module and conftests;
 * one shared *import state*: the ``code`` digest of every library module loaded
-  (library: in-tree, and neither a test module nor a conftest), plus the whole
-  content of the library files whose functions ran at import or collection time, or
-  that hold a memoized function whose cache is filled (a cache hit runs no code of
-  its own, so the test that profits from it would not have traced the file).
+  (library: in-tree, and neither a test module nor a conftest); for the library files
+  whose functions ran at import or collection time, that digest keeping the bodies of
+  those functions (part ``ran``, keyed ``relpath::qualname,qualname``); and the whole
+  content of the library files read then, or that hold a memoized function whose cache
+  is filled (a cache hit runs no code of its own, so the test that profits from it
+  would not have traced the file).
 
 The import state is the same for most tests, so it is stored once as an object and
 verified once per run. Files outside the rootdir belong to the interpreter and the
@@ -39,7 +41,9 @@ def empty_group() -> Group:
     return {"file": {}, "code": {}}
 
 
-_PARTS = {"file", "code", "listing", "env", "external"}
+_PARTS = {"file", "code", "ran", "listing", "env", "external"}
+#: Joins a path and the functions that ran in it, in the keys of a group's ``ran`` part.
+RAN_SEPARATOR = "::"
 
 
 def is_group(value: object) -> bool:
@@ -180,14 +184,25 @@ class Dependencies:
             self._loaded = (count, frozenset(found))
         return self._loaded[1]
 
-    def import_state(self, outside: Executed, preloaded: Iterable[str]) -> Group:
-        """The shared inputs of every test run now (see the module docstring)."""
-        whole = self.relpaths(outside.function_files | outside.read) | set(preloaded) | self.filled_caches()
+    def import_state(self, outside: Executed, preloaded: Iterable[str],
+                     late: Iterable[tuple[str, str]] = ()) -> Group:
+        """The shared inputs of every test run now (see the module docstring); ``late``
+        are functions that ran in tests that imported library modules."""
+        whole = self.relpaths(outside.read) | set(preloaded) | self.filled_caches()
         whole = {r for r in whole if self.is_library(r)}
+        ran: dict[str, set[str]] = {}
+        for filename, qualname in (*outside.functions, *late):
+            relpath = self.relpath(filename)
+            if relpath is not None and relpath not in whole and self.is_library(relpath):
+                ran.setdefault(relpath, set()).add(qualname)
+        # A file some function of which ran unseen by name depends whole.
+        whole |= {r for r in self.relpaths(outside.function_files) if self.is_library(r)} - ran.keys()
         loaded = self.loaded_library()
+        ran_keys = (f"{r}{RAN_SEPARATOR}{','.join(sorted(q))}" for r, q in sorted(ran.items()))
         return {
             "file": self.files(whole),
             "code": {r: self.hasher.digest(r, "code") for r in sorted(loaded)},
+            "ran": {key: self.current("ran", key) for key in ran_keys},
             "external": dict(self.external()),
             "listing": self.listings(outside.listed),
             "env": env_group(outside.env),
@@ -243,13 +258,21 @@ class Dependencies:
                             yield relpath, member
 
     # -- checking groups ------------------------------------------------------------
+    def current(self, kind: str, name: str) -> str | None:
+        """The digest ``name`` (a path; for ``ran``, ``path::functions``) has now."""
+        if kind == "ran":
+            relpath, _, functions = name.rpartition(RAN_SEPARATOR)
+            return self.hasher.digest_ran(relpath, functions)
+        return self.hasher.digest(name, kind)  # type: ignore[arg-type]
+
     def changed(self, group: Group) -> str | None:
         """What in ``group`` differs now (``changed: path``, ``env: NAME``), or None."""
-        for kind in ("file", "code", "listing"):
-            for relpath, digest in group.get(kind, {}).items():
+        for kind in ("file", "code", "ran", "listing"):
+            for name, digest in group.get(kind, {}).items():
+                relpath = name.rpartition(RAN_SEPARATOR)[0] if kind == "ran" else name
                 if not (is_safe_relpath(relpath) or relpath == "."):
                     return f"changed: {relpath} (not a path under the rootdir)"
-                if self.hasher.digest(relpath, kind) != digest:  # type: ignore[arg-type]
+                if self.current(kind, name) != digest:
                     return f"changed: {relpath}" + ("/ (its entries)" if kind == "listing" else "")
         for name, digest in group.get("env", {}).items():
             if env_digest(name) != digest:

@@ -70,10 +70,10 @@ class VaultSession:
         #: What each test module's collection ran, read, listed and looked up in the
         #: environment (parametrize values, skip conditions...): an input of its tests.
         self.collected: dict[str, Executed] = {}
-        #: Library files whose functions ran in a test that imported a library module:
-        #: what ran may have been that import computing module state (``TABLE =
+        #: Functions (file, qualified name) that ran in a test that imported a library
+        #: module: what ran may have been that import computing module state (``TABLE =
         #: build()``), which every later test sees. Shared by every later record.
-        self.late_import_files: set[str] = set()
+        self.late_import_functions: set[tuple[str, str]] = set()
         self._objects: dict[str, Group | None] = {}
         #: What :meth:`_changed` found for each record name (its inputs) since the
         #: files were last stat'ed: most tests of a module share their inputs.
@@ -247,15 +247,15 @@ class VaultSession:
         blind = self.tracer.blind_spots()
         signature = (
             self.tracer.outside_size(),
-            len(self.late_import_files),
+            len(self.late_import_functions),
             self.deps.loaded_library(),
             self.deps.filled_caches(),
             blind,
         )
         if self._import_state[0] != signature or self._import_state[1] is None:
             outside = self.tracer.outside()
-            whole = self.preloaded | self.deps.relpaths(blind) | self.late_import_files
-            group = self.deps.import_state(outside, whole)
+            whole = self.preloaded | self.deps.relpaths(blind)
+            group = self.deps.import_state(outside, whole, self.late_import_functions)
             self._import_state = (signature, self.store.put_object(group))
         return self._import_state[1]  # type: ignore[return-value]
 
@@ -274,8 +274,7 @@ class VaultSession:
         if own is None:
             return
         if any(self.deps.is_library(r) for r in self.deps.relpaths(executed.imported)):
-            ran = self.deps.relpaths(executed.function_files)
-            self.late_import_files |= {r for r in ran if self.deps.is_library(r)}
+            self.late_import_functions |= executed.functions
         why = self._uncacheable(executed)
         if why:
             outcome = UNCACHEABLE

@@ -13,10 +13,10 @@ also counts for the windows around it. The outermost window is "outside any test
 module imports and collection.
 
 Each window reports, besides every file in which code ran, the files in which *function*
-code ran. Module bodies and class bodies are import-time code, which the ``code`` digest
-of :mod:`hashing` already covers for everyone who imports the module; a function body
-that ran at import time (``LIMIT = compute()``) is not, so the caller must depend on the
-whole file that held it.
+code ran, and which functions (by qualified name). Module bodies and class bodies are
+import-time code, which the ``code`` digest of :mod:`hashing` already covers for everyone
+who imports the module; a function body that ran at import time (``LIMIT = compute()``)
+is not, so importers must also depend on the bodies of the functions that ran then.
 """
 
 from __future__ import annotations
@@ -34,6 +34,7 @@ from typing import NamedTuple, Protocol
 
 from . import child
 from .audit import Observer, set_quietly
+from .hashing import Scopes
 
 
 class TracerUnavailable(Exception):
@@ -60,6 +61,8 @@ class Executed(NamedTuple):
     listed: frozenset[str] = frozenset()
     #: The first non-loopback address connected to (None if none).
     network: str | None = None
+    #: (file, qualified name) of the functions that ran.
+    functions: frozenset[tuple[str, str]] = frozenset()
     #: Why the processes it started were not all traced (None if they were, or it
     #: started none): then it depends on every in-tree source (see :mod:`child`).
     untraced: str | None = None
@@ -100,11 +103,12 @@ def make_tracer(root: Path, excluded_prefixes: tuple[str, ...]) -> Tracer:
 
 class _Window:
     __slots__ = ("files", "function_files", "read", "spawned", "imported", "written",
-                 "env", "env_written", "listed", "network", "untraced", "children", "prefix", "popen")
+                 "env", "env_written", "listed", "network", "untraced", "children", "prefix", "popen", "functions")
 
     def __init__(self) -> None:
         self.files: set[str] = set()
         self.function_files: set[str] = set()
+        self.functions: set[tuple[str, str]] = set()
         self.read: set[str] = set()
         self.spawned: str | None = None
         self.imported: set[str] = set()
@@ -133,6 +137,7 @@ class _Window:
         self.spawned = self.spawned or other.spawned
         self.network = self.network or other.network
         self.untraced = self.untraced or other.untraced
+        self.functions |= other.functions
 
     def freeze(self) -> Executed:
         return Executed(
@@ -145,6 +150,7 @@ class _Window:
             dict(self.env),
             frozenset(self.listed),
             self.network,
+            frozenset(self.functions),
             self.untraced,
         )
 
@@ -213,7 +219,7 @@ class _Windows:
         if len(self._stack) == 1:
             self._harvest()
         root = self._stack[0]
-        return len(root.function_files), len(root.read), len(root.listed), len(root.env)
+        return len(root.functions), len(root.read), len(root.listed), len(root.env)
 
 
 class MonitoringTracer(_Windows):
@@ -242,6 +248,7 @@ class MonitoringTracer(_Windows):
             window.files.add(name)
             if code.co_flags & optimized and code.co_name[0] != "<":
                 window.function_files.add(name)
+                window.functions.add((name, code.co_qualname))
             elif code.co_name == "<module>":
                 window.imported.add(name)
             return disable
@@ -295,10 +302,11 @@ class MarkingTracer(_Windows):
         super().__init__(root)
         self._root_prefix = os.path.join(str(root), "")
         self._excluded = excluded_prefixes
-        #: Two flags per marked file: [2i] module code ran, [2i+1] a function ran.
+        #: One flag per mark: the module body or the function of ``owners[i]`` ran.
         self._marks = bytearray()
-        #: The marked files, by index; and in-tree files loaded without marks.
-        self.files: list[str] = []
+        #: Whose each mark is: (file, qualified name of a function, or None for the module).
+        self.owners: list[tuple[str, str | None]] = []
+        #: In-tree files loaded without marks.
         self.unmarked: set[str] = set()
         self._finder: _MarkingFinder | None = None
         self._blind: tuple[int, frozenset[str]] = (-1, frozenset())
@@ -310,10 +318,10 @@ class MarkingTracer(_Windows):
             and not filename.startswith(self._excluded)
         )
 
-    def register(self, filename: str) -> int:
-        self.files.append(filename)
-        self._marks.extend(b"\0\0")
-        return len(self.files) - 1
+    def register(self, filename: str, owners: list[str | None]) -> None:
+        """Take the marks a module was compiled with (:attr:`_Marker.owners`)."""
+        self.owners.extend((filename, owner) for owner in owners)
+        self._marks.extend(bytes(len(owners)))
 
     def start(self) -> None:
         # The marks live in builtins, not in each module: a module's namespace stays as
@@ -335,13 +343,20 @@ class MarkingTracer(_Windows):
 
     def _harvest(self) -> None:
         marks = self._marks
-        if not marks.count(1):
+        index = marks.find(1)
+        if index < 0:
             return
         window = self._stack[-1]
-        for index in (i for i, flag in enumerate(marks) if flag):
-            name = self.files[index >> 1]
+        owners = self.owners
+        while index >= 0:
+            name, qualname = owners[index]
             window.files.add(name)
-            (window.function_files if index & 1 else window.imported).add(name)
+            if qualname is None:
+                window.imported.add(name)
+            else:
+                window.function_files.add(name)
+                window.functions.add((name, qualname))
+            index = marks.find(1, index + 1)
         marks[:] = bytes(len(marks))
 
     def blind_spots(self) -> frozenset[str]:
@@ -391,31 +406,36 @@ class _MarkingLoader(importlib.machinery.SourceFileLoader):
         source = self.get_data(self.path)
         try:
             tree = ast.parse(source, self.path)
-            index = len(self._tracer.files)  # what register() gives it once marked
-            _Marker(MarkingTracer.GLOBAL, index).visit(tree)
+            marker = _Marker(MarkingTracer.GLOBAL, len(self._tracer.owners))
+            marker.visit(tree)
             code = compile(tree, self.path, "exec", dont_inherit=True)
         except (SyntaxError, ValueError, RecursionError):
             # Not marked (a syntax error is raised again here, as without the vault;
             # nesting too deep for the marker is compiled as it is): a blind spot.
             self._tracer.unmarked.add(self.path)
             return super().source_to_code(source, self.path)
-        self._tracer.register(self.path)
+        self._tracer.register(self.path, marker.owners)
         return code
 
 
-class _Marker(ast.NodeTransformer):
-    """Adds ``__cachevault__[2i] = 1`` to the module and ``[2i+1]`` to each function body."""
+class _Marker(Scopes):
+    """Adds ``__cachevault__[i] = 1`` to the module and to each function body, each its
+    own ``i`` from ``first`` on; :attr:`owners` says whose each is."""
 
-    def __init__(self, name: str, index: int) -> None:
+    def __init__(self, name: str, first: int) -> None:
+        super().__init__()
         self._name = name
-        self._index = index
+        self._first = first
+        #: The qualified name of the function of each mark, None for the module's.
+        self.owners: list[str | None] = []
 
-    def _mark(self, flag: int, at: ast.AST) -> ast.stmt:
+    def _mark(self, owner: str | None, at: ast.AST) -> ast.stmt:
         target = ast.Subscript(
             value=ast.Name(id=self._name, ctx=ast.Load()),
-            slice=ast.Constant(value=2 * self._index + flag),
+            slice=ast.Constant(value=self._first + len(self.owners)),
             ctx=ast.Store(),
         )
+        self.owners.append(owner)
         mark = ast.Assign(targets=[target], value=ast.Constant(value=1))
         return ast.fix_missing_locations(ast.copy_location(mark, at))
 
@@ -443,20 +463,21 @@ class _Marker(ast.NodeTransformer):
             first = owner if isinstance(owner, (ast.FunctionDef, ast.AsyncFunctionDef)) else body[-1]
         return (getattr(first, "decorator_list", None) or [first])[0]
 
-    def _insert(self, owner: ast.Module | ast.FunctionDef | ast.AsyncFunctionDef, flag: int) -> None:
+    def _insert(self, owner: ast.Module | ast.FunctionDef | ast.AsyncFunctionDef, name: str | None) -> None:
         body = owner.body
         position = self._prologue(body)
-        body.insert(position, self._mark(flag, self._anchor(body, position, owner)))
+        body.insert(position, self._mark(name, self._anchor(body, position, owner)))
 
     def visit_Module(self, node: ast.Module) -> ast.Module:
         self.generic_visit(node)
         if node.body:
-            self._insert(node, 0)
+            self._insert(node, None)
         return node
 
     def _function(self, node):
-        self.generic_visit(node)
-        self._insert(node, 1)
+        qualname = self.qualname(node)
+        self.visit_inside(node)
+        self._insert(node, qualname)
         return node
 
     visit_FunctionDef = _function

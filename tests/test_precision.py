@@ -64,6 +64,55 @@ def test_function_edit_reruns_only_the_tests_that_ran_it(pytester, run_vault):
     assert vault_reasons(result) == {"changed": 1}
 
 
+def test_only_functions_that_ran_at_import_are_every_importers_input(pytester, run_vault):
+    """A module computes a constant at import with one of its functions: the tests that
+    import it depend on that function's body, not on the bodies of the others."""
+    write_files(
+        pytester.path,
+        {
+            "pkg/__init__.py": "",
+            "pkg/limits.py": """
+                class Limits:
+                    def compute(self):
+                        return 40 + 2
+
+
+                def helper(x):
+                    return x + 1
+
+
+                LIMIT = Limits().compute()
+            """,
+            "test_limit.py": """
+                from pkg.limits import LIMIT
+
+
+                def test_limit():
+                    assert LIMIT == 42
+            """,
+            "test_helper.py": """
+                from pkg.limits import helper
+
+
+                def test_helper():
+                    assert helper(1) == 2
+            """,
+        },
+    )
+    run_vault.record_and_replay(passed=2)
+
+    edit(pytester.path / "pkg/limits.py", "x + 1", "1 + x")
+    result = run_vault("-v")
+    result.assert_outcomes(passed=2)
+    assert executed(result) == {"test_helper.py::test_helper"}
+    assert replayed(result) == {"test_limit.py::test_limit"}
+
+    edit(pytester.path / "pkg/limits.py", "40 + 2", "40 + 3")
+    result = run_vault("-v")
+    result.assert_outcomes(failed=1, passed=1)
+    assert vault_counts(result) == (0, 2)
+
+
 def test_new_test_leaves_other_test_files_cached(pytester, run_vault):
     """Adding a test function to one file runs it, not the tests of the other files."""
     write_files(

@@ -124,3 +124,20 @@ def test_a_listing_leaves_out_the_tools_directories(tmp_path):
     (tmp_path / "more.txt").write_text("2")
     hasher.code_ran()
     assert hasher.digest(".", "listing") != before
+
+
+def test_a_kept_function_body_counts_and_the_others_do_not():
+    """``code_digest(keep=...)``: what importers depend on when some functions ran at import."""
+    keep = frozenset({"Box.grow", "compute"})
+    before = code_digest(MODULE, keep)
+    assert code_digest(edited(b"return LIMIT * 2", b"return LIMIT * 3"), keep) != before
+    assert code_digest(edited(b"return self.size + n", b"return n + self.size"), keep) != before
+    assert code_digest(edited(b"return LIMIT * 2", b"return LIMIT * 3"), frozenset({"Box.grow"})) == (
+        code_digest(MODULE, frozenset({"Box.grow"}))
+    )
+
+
+def test_a_kept_function_not_found_makes_the_digest_whole():
+    """A name that the source does not define (as the tracer saw it) keeps everything."""
+    keep = frozenset({"missing"})
+    assert code_digest(MODULE, keep) == hashing.digest_bytes(MODULE)
