@@ -81,7 +81,7 @@ class _BlankFunctionBodies(Scopes):
         qualname = self.qualname(node)
         if qualname in self._keep:
             self.kept.add(qualname)
-            self.visit_inside(node)  # note nested functions that ran, keep their bodies
+            self.visit_inside(node)  # a nested function keeps its body only if it ran too
             return node
         first = node.body[0] if node.body else None
         is_doc = (
