@@ -197,6 +197,8 @@ class _Windows:
             set_quietly(child.VARIABLE, self._stack[-1].prefix or None)
             if window.spawned:
                 self._take_children(window, self._children.harvest(window.prefix, window.children))
+        elif window.spawned:
+            window.untraced = window.untraced or "child processes are not followed in this run"
         if merge:
             self._stack[-1].merge(window)
         return window.freeze()

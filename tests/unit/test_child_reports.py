@@ -8,6 +8,7 @@ import json
 import pytest
 
 from pytest_cachevault.child import SCHEMA, Children, untraced_spawn
+from pytest_cachevault.trace import _Windows
 
 
 @pytest.fixture
@@ -80,3 +81,14 @@ def test_an_incomplete_or_malformed_report_means_untraced(children, body, start)
 )
 def test_which_processes_report(event, args, traced):
     assert (untraced_spawn(event, args, "/s/w1") is None) is traced
+
+
+def test_a_process_started_while_children_are_not_followed_is_untraced(tmp_path):
+    """Without a report directory (none could be made, or the window opened before),
+    a window that started a process must depend on every source: nothing reports."""
+    windows = _Windows(tmp_path)
+    windows.push()
+    windows._stack[-1].spawned = "subprocess.Popen"
+    assert windows.pop(merge=False).untraced is not None
+    windows.push()
+    assert windows.pop(merge=False).untraced is None
