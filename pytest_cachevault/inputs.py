@@ -195,14 +195,15 @@ class Dependencies:
             relpath = self.relpath(filename)
             if relpath is not None and relpath not in whole and self.is_library(relpath):
                 ran.setdefault(relpath, set()).add(qualname)
-        # A file some function of which ran unseen by name depends whole.
-        whole |= {r for r in self.relpaths(outside.function_files) if self.is_library(r)} - ran.keys()
+        ran_part = {}
+        for relpath, qualnames in sorted(ran.items()):
+            functions = ",".join(sorted(qualnames))
+            ran_part[f"{relpath}{RAN_SEPARATOR}{functions}"] = self.hasher.digest_ran(relpath, functions)
         loaded = self.loaded_library()
-        ran_keys = (f"{r}{RAN_SEPARATOR}{','.join(sorted(q))}" for r, q in sorted(ran.items()))
         return {
             "file": self.files(whole),
             "code": {r: self.hasher.digest(r, "code") for r in sorted(loaded)},
-            "ran": {key: self.current("ran", key) for key in ran_keys},
+            "ran": ran_part,
             "external": dict(self.external()),
             "listing": self.listings(outside.listed),
             "env": env_group(outside.env),

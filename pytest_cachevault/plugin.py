@@ -339,7 +339,9 @@ class VaultPlugin:
         relpath = self.session.deps.relpath(str(collector.path))
         if relpath is not None:
             self.session.deps.test_modules.add(relpath)
-            self.session.collected[relpath] = executed
+            # Module bodies that ran at import count as import state; the functions the
+            # collection ran (parametrize values...) are inputs of the module's tests.
+            self.session.collected[relpath] = executed._replace(files=executed.function_files)
             if report.passed and not caught:
                 self._collected_items[collector] = []
         return report

@@ -67,8 +67,9 @@ class VaultSession:
         #: What each higher-scoped fixture did while being set up (ran, read, listed,
         #: started...), for every test using it: only the first user's window saw it.
         self.fixture_setups: dict[object, list[Executed]] = {}
-        #: What each test module's collection ran, read, listed and looked up in the
-        #: environment (parametrize values, skip conditions...): an input of its tests.
+        #: What each test module's collection ran (the files of functions only), read,
+        #: listed and looked up in the environment (parametrize values, skip
+        #: conditions...): an input of its tests.
         self.collected: dict[str, Executed] = {}
         #: Functions (file, qualified name) that ran in a test that imported a library
         #: module: what ran may have been that import computing module state (``TABLE =
@@ -201,8 +202,8 @@ class VaultSession:
         found = []
         module = self.deps.relpath(str(item.path))
         collected = self.collected.get(module) if module else None
-        if collected is not None:  # module bodies run at import count as import state
-            found.append(collected._replace(files=collected.function_files))
+        if collected is not None:
+            found.append(collected)
         fixtureinfo = getattr(item, "_fixtureinfo", None)
         for fixturedefs in getattr(fixtureinfo, "name2fixturedefs", {}).values():
             for fixturedef in fixturedefs:
@@ -301,7 +302,7 @@ class VaultSession:
         collected = self.collected.get(relpath) if relpath else None
         if not self.writable or collected is None or self._uncacheable(collected):
             return
-        own = self._inputs(module.path, collected._replace(files=collected.function_files))
+        own = self._inputs(module.path, collected)
         if own is None:
             return
 

@@ -47,7 +47,6 @@ class Executed(NamedTuple):
     see :mod:`audit` for the fields past ``imported``."""
 
     files: frozenset[str]
-    function_files: frozenset[str]
     read: frozenset[str] = frozenset()
     spawned: str | None = None
     #: Files whose module body ran: modules imported during the window.
@@ -66,6 +65,11 @@ class Executed(NamedTuple):
     #: Why the processes it started were not all traced (None if they were, or it
     #: started none): then it depends on every in-tree source (see :mod:`child`).
     untraced: str | None = None
+
+    @property
+    def function_files(self) -> frozenset[str]:
+        """The files in which function code (not module or class bodies) ran."""
+        return frozenset(filename for filename, _ in self.functions)
 
 
 class Tracer(Protocol):
@@ -102,12 +106,11 @@ def make_tracer(root: Path, excluded_prefixes: tuple[str, ...]) -> Tracer:
 
 
 class _Window:
-    __slots__ = ("files", "function_files", "read", "spawned", "imported", "written",
+    __slots__ = ("files", "read", "spawned", "imported", "written",
                  "env", "env_written", "listed", "network", "untraced", "children", "prefix", "popen", "functions")
 
     def __init__(self) -> None:
         self.files: set[str] = set()
-        self.function_files: set[str] = set()
         self.functions: set[tuple[str, str]] = set()
         self.read: set[str] = set()
         self.spawned: str | None = None
@@ -125,7 +128,6 @@ class _Window:
 
     def merge(self, other: _Window) -> None:
         self.files |= other.files
-        self.function_files |= other.function_files
         self.read |= other.read
         self.imported |= other.imported
         self.written |= other.written
@@ -142,7 +144,6 @@ class _Window:
     def freeze(self) -> Executed:
         return Executed(
             frozenset(self.files),
-            frozenset(self.function_files),
             frozenset(self.read),
             self.spawned,
             frozenset(self.imported),
@@ -249,7 +250,6 @@ class MonitoringTracer(_Windows):
             name = code.co_filename
             window.files.add(name)
             if code.co_flags & optimized and code.co_name[0] != "<":
-                window.function_files.add(name)
                 window.functions.add((name, code.co_qualname))
             elif code.co_name == "<module>":
                 window.imported.add(name)
@@ -356,7 +356,6 @@ class MarkingTracer(_Windows):
             if qualname is None:
                 window.imported.add(name)
             else:
-                window.function_files.add(name)
                 window.functions.add((name, qualname))
             index = marks.find(1, index + 1)
         marks[:] = bytes(len(marks))
