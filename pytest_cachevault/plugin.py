@@ -8,6 +8,8 @@ workers send.
 
 from __future__ import annotations
 
+import atexit
+import gc as python_gc
 import os
 import sys
 import sysconfig
@@ -262,6 +264,20 @@ def _describe(config: pytest.Config, vault: vault_config.VaultConfig, nodeid: st
     return explain.describe(store, deps, fingerprint.key_of(environment_id, nodeid), nodeid)
 
 
+def _spare_the_exit_collection() -> None:
+    """Have the interpreter's exit skip its collections of the objects still alive.
+
+    A run that replayed tens of thousands of tests holds their items and reports (2.4
+    million objects for packaging's 62,423 tests) until the process ends, and the
+    collections the interpreter runs while it shuts down traverse them all: a fifth
+    of a warm run. Frozen objects are not traversed; they are freed as usual when
+    their module goes, except cycles among them, whose ``__del__`` Python does not
+    promise to call at exit anyway. Registered last, so it runs first among the
+    exit handlers, after every pytest hook."""
+    atexit.unregister(python_gc.freeze)  # once per process, however many sessions
+    atexit.register(python_gc.freeze)
+
+
 def pytest_unconfigure(config: pytest.Config) -> None:
     started = config.stash.get(_tracer_key, None)
     if isinstance(started, tuple):
@@ -514,6 +530,8 @@ class VaultPlugin:
     # -- the end ------------------------------------------------------------------------
     def pytest_sessionfinish(self, session: pytest.Session) -> None:
         self.tracer.trace_children(None)
+        if self._replayed_any:
+            _spare_the_exit_collection()
         for problem in self.session.problems + self.session.store.problems:
             self.reporter.add_warning(problem)
         cache = getattr(session.config, "cache", None)

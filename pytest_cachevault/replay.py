@@ -16,6 +16,7 @@ from __future__ import annotations
 import builtins
 import json
 import warnings
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -31,6 +32,10 @@ _RUN_FIELDS = ("node", "worker_id", "item_index", "testrun_uid", REPORT_ATTRIBUT
 #: Report fields in seconds, kept to the microsecond (pytest shows milliseconds at most).
 _TIMES = ("duration", "start", "stop")
 _ROOT_TOKEN = "{vault-rootdir}"
+_rebuilder_key = pytest.StashKey["Callable[[dict], object]"]()
+#: pytest's own report decoders, and the field by which its subtests plugin claims a report.
+_PYTEST_DECODERS = ("_pytest.reports", "_pytest.subtests")
+_SUBTEST_TYPE = "_report_type"
 
 
 class BadRecord(Exception):
@@ -76,6 +81,33 @@ def _tuples(report: pytest.TestReport) -> None:
     report.user_properties = [tuple(prop) for prop in report.user_properties]
 
 
+def _rebuilder(config: pytest.Config) -> Callable[[dict], object]:
+    """How to turn one stored report back into a report, worked out once per run.
+
+    While pytest's own are the only ``pytest_report_from_serializable`` hooks, a plain
+    test report without a traceback (the passed and skipped reports a warm run is made
+    of) is built directly: the hook and pytest's general decoding took a tenth of a
+    warm run. Anything else (a traceback, a subtest's report) goes through the hook."""
+    rebuild = config.stash.get(_rebuilder_key, None)
+    if rebuild is not None:
+        return rebuild
+    hook = config.hook.pytest_report_from_serializable
+
+    def through_hook(data: dict) -> object:
+        return hook(config=config, data=data)
+
+    def direct(data: dict) -> object:
+        if (data.get("$report_type") != "TestReport" or _SUBTEST_TYPE in data
+                or isinstance(data.get("longrepr"), dict)):
+            return through_hook(data)
+        del data["$report_type"]
+        return pytest.TestReport(**data)
+
+    pytest_only = all(impl.function.__module__ in _PYTEST_DECODERS for impl in hook.get_hookimpls())
+    rebuild = config.stash[_rebuilder_key] = direct if pytest_only else through_hook
+    return rebuild
+
+
 def from_stored(config: pytest.Config, stored: object) -> list[pytest.TestReport]:
     """Rebuild reports from a record's text, marked as cached; :class:`BadRecord` if impossible."""
     if not isinstance(stored, str):
@@ -86,9 +118,9 @@ def from_stored(config: pytest.Config, stored: object) -> list[pytest.TestReport
         common, own = value["common"], value["reports"]
         if not isinstance(common, dict) or not isinstance(own, list):
             raise BadRecord("reports of an unknown shape")
+        rebuild = _rebuilder(config)
         for fields in own:
-            data = {**common, **fields}
-            report = config.hook.pytest_report_from_serializable(config=config, data=data)
+            report = rebuild({**common, **fields})
             if not isinstance(report, pytest.TestReport):
                 raise BadRecord("not a test report")
             _tuples(report)

@@ -282,6 +282,64 @@ def test_another_plugins_protocol_wrapper_sees_replayed_tests(pytester, run_vaul
     second.stdout.fnmatch_lines(["wrapped test_one", "wrapped test_two"])
 
 
+def test_another_plugins_report_decoding_sees_replayed_reports(pytester, run_vault):
+    """Stored reports are rebuilt directly only while pytest's is the one
+    ``pytest_report_from_serializable``; another implementation is asked for each."""
+    write_files(
+        pytester.path,
+        {
+            "conftest.py": """
+                seen = []
+
+
+                def pytest_report_from_serializable(data):
+                    seen.append(data.get("when"))
+
+
+                def pytest_terminal_summary(terminalreporter):
+                    terminalreporter.write_line(f"decoded by conftest: {seen}")
+            """,
+            "test_one.py": """
+                def test_one():
+                    pass
+            """,
+        },
+    )
+    run_vault().stdout.fnmatch_lines(["decoded by conftest: []"])
+    second = run_vault()
+    assert vault_counts(second) == (1, 0)
+    second.stdout.fnmatch_lines(["decoded by conftest: ['setup', 'call', 'teardown']"])
+
+
+def test_the_exit_of_a_replaying_run_skips_collecting_its_objects(pytester, run_vault):
+    """A run that replayed has the interpreter's exit leave its objects untraversed
+    (frozen); a run that replayed nothing leaves the exit as it is."""
+    write_files(
+        pytester.path,
+        {
+            "conftest.py": """
+                import atexit
+                import gc
+
+                # Python 3.12 starts with some objects frozen already
+                frozen_at_start = gc.get_freeze_count()
+                # registered before the vault's handler, so it runs after it
+                atexit.register(lambda: print("frozen at exit:", gc.get_freeze_count() > frozen_at_start))
+            """,
+            "test_one.py": """
+                def test_one():
+                    pass
+            """,
+        },
+    )
+    first = run_vault()
+    assert vault_counts(first) == (0, 1)
+    first.stdout.fnmatch_lines(["frozen at exit: False"])
+    second = run_vault()
+    assert vault_counts(second) == (1, 0)
+    second.stdout.fnmatch_lines(["frozen at exit: True"])
+
+
 def test_exitfirst_stops_among_replayed_tests(pytester, run_vault):
     """``-x`` stops at a live failure; the replayed tests after it are not reported."""
     pytester.makepyfile(
