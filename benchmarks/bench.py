@@ -12,6 +12,9 @@ processes, wall clock, for these variants, interleaved across repetitions
   vault-edit    pytest --vault after a one-line edit of one library function
   testmon-cold  pytest --testmon, no .testmondata, no .pytest_cache
   testmon-warm  pytest --testmon again, nothing changed
+  vault-cold-blind  vault-cold with the audit observer switched off
+  report-floor  collect, then send prebuilt passed reports of every test through
+                pytest's report hooks: the least a replay at full fidelity costs
   with --xdist also: plain-n2, vault-cold-n2, vault-warm-n2 (-n 2)
 
 It parses each run's final summary line (and the vault's ``vault: ...``
@@ -58,6 +61,34 @@ from pytest_cachevault import audit
 audit.Observer.start = lambda self: None
 audit.Observer.stop = lambda self: None
 """
+#: Loaded with ``-p`` for the "report-floor" variant: what any replay that sends every
+#: test's three reports through pytest's report hooks costs at least. The suite is
+#: collected as usual; then each test gets prebuilt passed reports, with no store,
+#: no lookup and no parsing (and the exit's collections skipped, as the vault does).
+FLOOR_PLUGIN = """
+import atexit
+import gc
+
+import pytest
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_runtestloop(session):
+    if session.config.option.collectonly:
+        return None
+    for item in session.items:
+        ihook = item.ihook
+        ihook.pytest_runtest_logstart(nodeid=item.nodeid, location=item.location)
+        for when in ("setup", "call", "teardown"):
+            report = pytest.TestReport(item.nodeid, item.location, {}, "passed", None, when,
+                                       [], 0.0001)
+            ihook.pytest_runtest_logreport(report=report)
+        ihook.pytest_runtest_logfinish(nodeid=item.nodeid, location=item.location)
+    atexit.register(gc.freeze)
+    return True
+"""
+#: Plugins a variant may load with ``-p`` (written next to the suite's state).
+BENCH_PLUGINS = {"cv_bench_blind": BLIND_PLUGIN, "cv_bench_floor": FLOOR_PLUGIN}
 NO_TESTMON = ("-p", "no:pytest-testmon")
 
 
@@ -72,7 +103,7 @@ class Variant:
     edit: bool = False          # run with the suite's one-line edit applied
     compare_to: str = ""        # variant whose outcome counts must match
     store: str = "vault"        # vault store name (separate for -n 2)
-    blind: bool = False         # the vault with its audit observer switched off
+    plugin: str = ""            # one of BENCH_PLUGINS, loaded with -p
 
 
 VARIANTS = [
@@ -82,7 +113,8 @@ VARIANTS = [
     Variant("vault-warm", "vault", compare_to="vault-cold"),
     Variant("vault-edit", "vault", edit=True, compare_to="vault-cold"),
     Variant("vault-cold-blind", "vault", fresh=True, compare_to="plain", store="vault-blind",
-            blind=True),
+            plugin="cv_bench_blind"),
+    Variant("report-floor", "none", plugin="cv_bench_floor"),
     Variant("testmon-cold", "testmon", fresh=True, compare_to="plain"),
     Variant("testmon-warm", "testmon"),
 ]
@@ -179,8 +211,8 @@ class Bench:
             "vault": (*NO_TESTMON, "--vault", f"--vault-dir={self.dir / v.store}"),
             "testmon": (*NO_VAULT, "--testmon"),
         }[v.tool]
-        blind = ("-p", "cv_bench_blind") if v.blind else ()
-        return self.env.pytest_cmd(*tool_args, *blind, *v.args)
+        plugin = ("-p", v.plugin) if v.plugin else ()
+        return self.env.pytest_cmd(*tool_args, *plugin, *v.args)
 
     def reset(self, v: Variant) -> None:
         """Give a cold variant an empty store and no .pytest_cache."""
@@ -198,8 +230,8 @@ class Bench:
         cmd = self.command(v)
         logfile = self.logs / f"{v.name}-r{rep}.log"
         env = self.env.run_env(TESTMON_DATAFILE=str(self.testmon_data))
-        if v.blind:
-            (self.dir / "cv_bench_blind.py").write_text(BLIND_PLUGIN)
+        if v.plugin:
+            (self.dir / f"{v.plugin}.py").write_text(BENCH_PLUGINS[v.plugin])
             env["PYTHONPATH"] = str(self.dir)
         edit = self.env.edit_one_line() if v.edit else contextlib.nullcontext()
         with edit, open(logfile, "w+") as out:
@@ -359,6 +391,7 @@ def render(benches: list[Bench], meta: dict, args: argparse.Namespace) -> str:
                        f"| {secs(m('vault-cold-n2'))} | {secs(m('vault-warm-n2'))} "
                        "| — | — | — |")
     audit_rows: list[str] = []
+    floor_rows: list[str] = []
     out += [
         "",
         "## Ratios",
@@ -378,6 +411,10 @@ def render(benches: list[Bench], meta: dict, args: argparse.Namespace) -> str:
                               f"| {ratio(m('vault-cold'), m('vault-cold-blind'))} "
                               f"| {secs(cpu('vault-cold'))} | {secs(cpu('vault-cold-blind'))} "
                               f"| {ratio(cpu('vault-cold'), cpu('vault-cold-blind'))} |")
+        if m("report-floor"):
+            floor_rows.append(f"| {b.env.suite.name} | {secs(m('collect'))} "
+                              f"| {secs(m('report-floor'))} | {ratio(m('report-floor'), m('collect'))} "
+                              f"| {secs(m('vault-warm'))} | {ratio(m('vault-warm'), m('report-floor'))} |")
         problems = b.problems()
         counts_ok = "**MISMATCH**" if any("MISMATCH" in p for p in problems) else (
             "⚠ see notes" if problems else "same")
@@ -393,6 +430,19 @@ def render(benches: list[Bench], meta: dict, args: argparse.Namespace) -> str:
                        f"| {ratio(w, c)} | {ratio(w, m(tm_warm) if tm_warm else None)} "
                        f"| {ratio(m(edit) if edit else None, m(plain))} | {verdict} "
                        f"| {counts_ok} |")
+    if floor_rows:
+        out += [
+            "",
+            "What reporting every test through pytest's hooks costs at least (variant "
+            "`report-floor`: the suite collected as `--collect-only` does, then three "
+            "prebuilt passed reports per test sent to the report hooks, nothing read or "
+            "parsed). A replay that every plugin sees as a live run cannot be faster.",
+            "",
+            "| suite | collect-only | report floor | floor / collect-only | vault warm "
+            "| warm / floor |",
+            "|---|---:|---:|---:|---:|---:|",
+            *floor_rows,
+        ]
     if audit_rows:
         out += [
             "",
