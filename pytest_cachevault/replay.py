@@ -1,7 +1,8 @@
 """Stored reports: to JSON when a test ran, and back through pytest's hooks on a hit.
 
 Reports go through ``pytest_report_to_serializable`` / ``pytest_report_from_serializable``
-(the path pytest-xdist uses), minus the fields that describe one run rather than the
+(the path pytest-xdist uses; plain reports come back without the hook while pytest's
+own decoders are the only ones), minus the fields that describe one run rather than the
 test (xdist's worker and run ids). The fields a test's reports share (node id,
 location, keywords, mostly outcome and sections too) are written once, and times are
 kept to the microsecond: a warm run parses one stored text per test, and its size is
