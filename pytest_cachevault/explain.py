@@ -10,14 +10,14 @@ from __future__ import annotations
 import time
 
 from . import audit
-from .inputs import RAN_SEPARATOR, Dependencies, env_digest, is_group, is_safe_relpath
+from .inputs import Dependencies, env_digest, input_path, is_group, is_safe_relpath
 from .store import Store, is_name
 
 _KINDS = ("file", "code", "ran", "listing", "env")
 
 
 def _state(deps: Dependencies, kind: str, name: str, digest: object) -> str:
-    relpath = name.rpartition(RAN_SEPARATOR)[0] if kind == "ran" else name
+    relpath = input_path(kind, name)
     if kind == "env":
         now = env_digest(name)
     elif not (is_safe_relpath(relpath) or relpath == "."):

@@ -174,10 +174,8 @@ class Hasher:
                 return None
             digests[kind] = digest_bytes("\0".join(names).encode())
         elif kind not in digests:
-            try:
-                with open(path, "rb") as f:
-                    data = f.read()
-            except OSError:
+            data = _read_bytes(path)
+            if data is None:
                 return None
             digests["file"] = digest_bytes(data)
             if kind == "code":
@@ -192,12 +190,8 @@ class Hasher:
         digests = self._entries[relpath][4]
         kind = RAN + functions
         if kind not in digests:
-            try:
-                with open(os.path.join(self.root, relpath), "rb") as f:
-                    data = f.read()
-            except OSError:
-                return None
-            if digest_bytes(data) != digests["file"]:
+            data = _read_bytes(os.path.join(self.root, relpath))
+            if data is None or digest_bytes(data) != digests["file"]:
                 return None  # changed since it was stat'ed: a miss now, looked at again later
             digests[kind] = code_digest(data, frozenset(functions.split(",")))
         return digests[kind]
@@ -210,6 +204,14 @@ class Hasher:
             for relpath, entry in self._entries.items()
             if entry[1] < horizon and entry[2] < horizon
         }
+
+
+def _read_bytes(path: str) -> bytes | None:
+    try:
+        with open(path, "rb") as f:
+            return f.read()
+    except OSError:
+        return None
 
 
 def _valid_entry(entry: object) -> bool:

@@ -46,6 +46,11 @@ _PARTS = {"file", "code", "ran", "listing", "env", "external"}
 RAN_SEPARATOR = "::"
 
 
+def input_path(kind: str, name: str) -> str:
+    """The path an input of ``kind`` is about (a ``ran`` input is ``path::functions``)."""
+    return name.rpartition(RAN_SEPARATOR)[0] if kind == "ran" else name
+
+
 def is_group(value: object) -> bool:
     """Shape check for groups read back from the (untrusted) store (plain loops: it
     runs for every record a warm run reads)."""
@@ -270,7 +275,7 @@ class Dependencies:
         """What in ``group`` differs now (``changed: path``, ``env: NAME``), or None."""
         for kind in ("file", "code", "ran", "listing"):
             for name, digest in group.get(kind, {}).items():
-                relpath = name.rpartition(RAN_SEPARATOR)[0] if kind == "ran" else name
+                relpath = input_path(kind, name)
                 if not (is_safe_relpath(relpath) or relpath == "."):
                     return f"changed: {relpath} (not a path under the rootdir)"
                 if self.current(kind, name) != digest:

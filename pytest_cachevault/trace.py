@@ -357,8 +357,8 @@ class MarkingTracer(_Windows):
                 window.imported.add(name)
             else:
                 window.functions.add((name, qualname))
+            marks[index] = 0
             index = marks.find(1, index + 1)
-        marks[:] = bytes(len(marks))
 
     def blind_spots(self) -> frozenset[str]:
         count = len(sys.modules)
