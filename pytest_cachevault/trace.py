@@ -30,6 +30,7 @@ import inspect
 import os
 import sys
 from pathlib import Path
+from types import CodeType
 from typing import NamedTuple, Protocol
 
 from . import child
@@ -226,24 +227,40 @@ class _Windows:
 
 
 class MonitoringTracer(_Windows):
+    """Python 3.12+: ``sys.monitoring`` events that disable themselves once reported.
+
+    Two tools. The first sees every code object once, the first time it runs, and for
+    good: code outside the rootdir (pytest, the standard library, installed packages) is
+    not an input of any test, so it is not watched again. For code under the rootdir it
+    switches on the second tool's local events, which report once per window and are
+    re-armed at the next window, for those code objects only. ``restart_events()``, which
+    re-arms every code object in the process, cost about half of a cold run's overhead
+    when called for every test. With one free tool id, that is what is done.
+    """
+
     _TOOL_IDS = (4, 3, 5)
 
     def __init__(self, root: Path) -> None:
         super().__init__(root)
-        self._tool: int | None = None
+        self._root_prefix = os.path.join(str(root), "")
+        self._tools: tuple[int, ...] = ()
+        #: In-tree code objects the second tool watches, and (by id) those that
+        #: reported, so disabled themselves, since the last window opened.
+        self._watched: dict[int, CodeType] = {}
+        self._reported: dict[int, CodeType] = {}
 
     def start(self) -> None:
         mon = sys.monitoring
-        for tool in self._TOOL_IDS:
-            if mon.get_tool(tool) is None:
-                mon.use_tool_id(tool, "pytest-cachevault")
-                self._tool = tool
-                break
-        else:
+        free = [tool for tool in self._TOOL_IDS if mon.get_tool(tool) is None][:2]
+        if not free:
             raise TracerUnavailable("every sys.monitoring tool id is in use")
+        for tool in free:
+            mon.use_tool_id(tool, "pytest-cachevault")
+        self._tools = tuple(free)
         disable = mon.DISABLE
         optimized = inspect.CO_OPTIMIZED
         stack = self._stack
+        events = mon.events.PY_START | mon.events.PY_RESUME
 
         def on_start(code, offset):  # the hot path: once per code object per window
             window = stack[-1]
@@ -255,26 +272,63 @@ class MonitoringTracer(_Windows):
                 window.imported.add(name)
             return disable
 
-        events = mon.events
-        mon.register_callback(self._tool, events.PY_START, on_start)
-        mon.register_callback(self._tool, events.PY_RESUME, on_start)
-        mon.set_events(self._tool, events.PY_START | events.PY_RESUME)
+        if len(free) == 1:
+            first = on_start
+        else:
+            again_tool = free[1]
+            watched, reported = self._watched, self._reported
+            prefix, normpath, set_local_events = self._root_prefix, os.path.normpath, mon.set_local_events
+
+            def first(code, offset):
+                if id(code) not in watched and normpath(code.co_filename).startswith(prefix):
+                    set_local_events(again_tool, code, events)
+                    watched[id(code)] = reported[id(code)] = code
+                return on_start(code, offset)
+
+            def again(code, offset):
+                reported[id(code)] = code
+                return on_start(code, offset)
+
+            mon.register_callback(again_tool, mon.events.PY_START, again)
+            mon.register_callback(again_tool, mon.events.PY_RESUME, again)
+        mon.register_callback(free[0], mon.events.PY_START, first)
+        mon.register_callback(free[0], mon.events.PY_RESUME, first)
+        mon.set_events(free[0], events)
         self.start_auditing()
 
     def stop(self) -> None:
         self.stop_auditing()
-        if self._tool is None:
-            return
         mon = sys.monitoring
-        mon.set_events(self._tool, 0)
-        mon.register_callback(self._tool, mon.events.PY_START, None)
-        mon.register_callback(self._tool, mon.events.PY_RESUME, None)
-        mon.free_tool_id(self._tool)
-        self._tool = None
+        for index, tool in enumerate(self._tools):
+            if index:
+                for code in self._watched.values():
+                    mon.set_local_events(tool, code, 0)
+            mon.set_events(tool, 0)
+            mon.register_callback(tool, mon.events.PY_START, None)
+            mon.register_callback(tool, mon.events.PY_RESUME, None)
+            mon.free_tool_id(tool)
+        self._tools = ()
+        self._watched.clear()
+        self._reported.clear()
 
     def push(self) -> None:
         super().push()
-        sys.monitoring.restart_events()  # re-arm what returned DISABLE in the last window
+        self._rearm()
+
+    def _rearm(self) -> None:
+        """Have the in-tree code that reported in the last window report again."""
+        if len(self._tools) < 2:
+            sys.monitoring.restart_events()
+            return
+        tool = self._tools[1]
+        events = sys.monitoring.events.PY_START | sys.monitoring.events.PY_RESUME
+        set_local_events = sys.monitoring.set_local_events
+        for code in self._reported.values():
+            # Setting the events a code object already has is a no-op; clearing them
+            # first makes the interpreter re-instrument it, which undoes DISABLE.
+            set_local_events(tool, code, 0)
+            set_local_events(tool, code, events)
+        self._reported.clear()
 
     def blind_spots(self) -> frozenset[str]:
         return frozenset()

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import sys
+
+import pytest
 from conftest import edit, executed, replayed, vault_counts, vault_reasons, write_files
 
 
@@ -174,3 +177,69 @@ def test_file_a_module_fixture_writes_is_not_an_input_of_its_users(pytester, run
         },
     )
     run_vault.record_and_replay(passed=2)
+
+
+#: Eight tests in four modules, each calling the same two library functions.
+SHARED_CODE_FILES = {
+    "pkg/__init__.py": "",
+    "pkg/answer.py": """
+        def answer():
+            return 42
+    """,
+    "pkg/countdown.py": """
+        def countdown(n):
+            while n:
+                yield n
+                n -= 1
+    """,
+    **{
+        f"test_user{i}.py": f"""
+            from pkg.answer import answer
+            from pkg.countdown import countdown
+
+
+            def test_answer_{i}():
+                assert answer() == 42
+
+
+            def test_countdown_{i}():
+                assert list(countdown(3)) == [3, 2, 1]
+        """
+        for i in range(4)
+    },
+}
+
+
+def _each_user_of_shared_code_reruns(pytester, run_vault, *args: str) -> None:
+    write_files(pytester.path, SHARED_CODE_FILES)
+    run_vault.record_and_replay(*args, passed=8)
+    edit(pytester.path / "pkg/answer.py", "return 42", "return 41")
+    result = run_vault(*args)
+    result.assert_outcomes(failed=4, passed=4)
+    assert vault_counts(result) == (4, 4)
+
+    edit(pytester.path / "pkg/answer.py", "return 41", "return 42")
+    run_vault(*args).assert_outcomes(passed=8)
+    edit(pytester.path / "pkg/countdown.py", "yield n", "yield -n")  # a generator, resumed
+    result = run_vault(*args)
+    result.assert_outcomes(failed=4, passed=4)
+    assert vault_counts(result) == (4, 4)
+
+
+def test_code_every_test_runs_is_an_input_of_each(pytester, run_vault):
+    """The tracer reports a function in every test that runs it, not only in the first
+    two: on 3.12+ a reported function stops reporting until the next test re-arms it."""
+    _each_user_of_shared_code_reruns(pytester, run_vault)
+
+
+@pytest.mark.skipif(sys.version_info < (3, 12), reason="sys.monitoring is new in 3.12")
+def test_with_one_monitoring_tool_id_free_each_test_still_sees_shared_code(pytester, run_vault):
+    """Other tools hold all ``sys.monitoring`` tool ids but one: the tracer works with
+    that one, re-arming every code object for each test."""
+    write_files(pytester.path, {"hold_tools.py": """
+        import sys
+
+        for tool in (4, 3):
+            sys.monitoring.use_tool_id(tool, "someone else")
+    """})
+    _each_user_of_shared_code_reruns(pytester, run_vault, "-p", "hold_tools")
