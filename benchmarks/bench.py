@@ -9,7 +9,10 @@ processes, wall clock, for these variants, interleaved across repetitions
   collect       pytest --collect-only -q, plugin disabled
   vault-cold    pytest --vault, empty store, no .pytest_cache
   vault-warm    pytest --vault again, nothing changed
-  vault-edit    pytest --vault after a one-line edit of one library function
+  vault-edit    pytest --vault --vault-explain after a one-line edit of one library
+                function (the explanation names the tests that re-ran)
+  affected      plain pytest with the edit, on only the tests vault-edit re-ran (same
+                repetition), given to pytest in an @file
   testmon-cold  pytest --testmon, no .testmondata, no .pytest_cache
   testmon-warm  pytest --testmon again, nothing changed
   vault-cold-blind  vault-cold with the audit observer switched off
@@ -106,6 +109,7 @@ class Variant:
     compare_to: str = ""        # variant whose outcome counts must match
     store: str = "vault"        # vault store name (separate for -n 2)
     plugin: str = ""            # one of BENCH_PLUGINS, loaded with -p
+    tests: str = ""             # run only the tests this variant re-ran (same rep)
 
 
 VARIANTS = [
@@ -113,7 +117,8 @@ VARIANTS = [
     Variant("collect", "none", ("--collect-only", "-q")),
     Variant("vault-cold", "vault", fresh=True, compare_to="plain"),
     Variant("vault-warm", "vault", compare_to="vault-cold"),
-    Variant("vault-edit", "vault", edit=True, compare_to="vault-cold"),
+    Variant("vault-edit", "vault", ("--vault-explain",), edit=True, compare_to="vault-cold"),
+    Variant("affected", "none", edit=True, tests="vault-edit"),
     Variant("vault-cold-blind", "vault", fresh=True, compare_to="plain", store="vault-blind",
             plugin="cv_bench_blind"),
     Variant("report-floor", "none", plugin="cv_bench_floor"),
@@ -132,6 +137,8 @@ ALL_VARIANTS = {v.name: v for v in VARIANTS + XDIST_VARIANTS}
 SUMMARY_RE = re.compile(r"^=*\s*(?P<body>\S.*?)\s+in\s+[\d.]+s\b.*$")
 COUNT_RE = re.compile(r"(\d+)\s+([a-z][a-z ]*?)(?:\s*\(.*\))?$")
 VAULT_RE = re.compile(r"vault:\s*(\d+) replayed, (\d+) run\b.*")
+#: A line of the ``--vault-explain`` section: the node id of a test that ran, and why.
+EXPLAINED_RE = re.compile(r"^(?P<nodeid>\S.*?::.*?): (?:new|changed|failed last time|bypass|uncacheable)\b")
 BAD_EXITS = {-1, 2, 3, 4}  # timeout (ours), interrupted, internal error, usage error
 
 
@@ -206,15 +213,30 @@ class Bench:
         self.testmon_data = self.dir / "testmondata"
         self.runs: list[Run] = []
 
-    def command(self, v: Variant) -> list[str]:
-        """The pytest command line of variant ``v``."""
+    def command(self, v: Variant, rep: int = 0) -> list[str]:
+        """The pytest command line of variant ``v`` (repetition ``rep``)."""
         tool_args = {
             "none": (*NO_VAULT, *NO_TESTMON),
             "vault": (*NO_TESTMON, "--vault", f"--vault-dir={self.dir / v.store}"),
             "testmon": (*NO_VAULT, "--testmon"),
         }[v.tool]
         plugin = ("-p", v.plugin) if v.plugin else ()
-        return self.env.pytest_cmd(*tool_args, *plugin, *v.args)
+        cmd = self.env.pytest_cmd(*tool_args, *plugin, *v.args)
+        if v.tests:  # the suite's test paths give way to the list of tests
+            paths = len(self.env.suite.test_paths)
+            cmd[3 : 3 + paths] = [f"@{self.test_list(v.tests, rep)}"]
+        return cmd
+
+    def test_list(self, source: str, rep: int) -> Path:
+        """A file naming the tests that variant ``source`` re-ran in repetition ``rep``
+        (from its ``--vault-explain`` section), one node id per line."""
+        run = next(r for r in self.of(source) if r.rep == rep)
+        lines = Path(run.log).read_text().splitlines()
+        start = next((i for i, line in enumerate(lines) if " vault explain " in line), len(lines))
+        nodeids = [m["nodeid"] for line in lines[start + 1 :] if (m := EXPLAINED_RE.match(line))]
+        path = self.dir / f"{source}-r{rep}.tests"
+        path.write_text("".join(f"{nodeid}\n" for nodeid in nodeids))
+        return path
 
     def reset(self, v: Variant) -> None:
         """Give a cold variant an empty store and no .pytest_cache."""
@@ -229,7 +251,7 @@ class Bench:
         """Time one process of variant ``v`` and parse its output."""
         if v.fresh:
             self.reset(v)
-        cmd = self.command(v)
+        cmd = self.command(v, rep)
         logfile = self.logs / f"{v.name}-r{rep}.log"
         env = self.env.run_env(TESTMON_DATAFILE=str(self.testmon_data))
         if v.plugin:
@@ -294,6 +316,12 @@ class Bench:
                 if changed:
                     out.append(f"**{r.variant} rep {r.rep}: {changed.group(1)} tests re-run as "
                                f"changed although nothing changed** ({r.vault})")
+            source = next((x for x in self.of(v.tests) if x.rep == r.rep and x.vault), None)
+            if source is not None:
+                rerun = int(VAULT_RE.search(source.vault).group(2))
+                if sum(n for what, n in r.counts.items() if "subtest" not in what) != rerun:
+                    out.append(f"**{r.variant} rep {r.rep}: {fmt_counts(r.counts)}, but "
+                               f"{v.tests} re-ran {rerun} tests** ({source.vault})")
             ref = next((x for x in self.of(v.compare_to) if x.rep == r.rep), None)
             if ref is not None and (ref.counts != r.counts or ref.exit != r.exit):
                 out.append(f"**MISMATCH** {r.variant} rep {r.rep}: "
@@ -377,21 +405,21 @@ def render(benches: list[Bench], meta: dict, args: argparse.Namespace) -> str:
         "## Median wall-clock seconds",
         "",
         "| suite | tests (plain run) | plain | collect-only | vault cold | vault warm "
-        "| vault edit | testmon cold | testmon warm |",
-        "|---|---|---:|---:|---:|---:|---:|---:|---:|",
+        "| vault edit | affected alone | testmon cold | testmon warm |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for b in benches:
         plain = b.of("plain")
         m = b.median
         out.append(f"| {b.env.suite.name} | {fmt_counts(plain[0].counts) if plain else '?'} "
                    f"| {secs(m('plain'))} | {secs(m('collect'))} | {secs(m('vault-cold'))} "
-                   f"| {secs(m('vault-warm'))} | {secs(m('vault-edit'))} "
+                   f"| {secs(m('vault-warm'))} | {secs(m('vault-edit'))} | {secs(m('affected'))} "
                    f"| {secs(m('testmon-cold'))} | {secs(m('testmon-warm'))} |")
         if b.of("plain-n2"):
             out.append(f"| {b.env.suite.name} `-n 2` | {fmt_counts(b.of('plain-n2')[0].counts)} "
                        f"| {secs(m('plain-n2'))} | {secs(m('collect'))} "
                        f"| {secs(m('vault-cold-n2'))} | {secs(m('vault-warm-n2'))} "
-                       "| — | — | — |")
+                       "| — | — | — | — |")
     audit_rows: list[str] = []
     floor_rows: list[str] = []
     out += [
@@ -401,8 +429,8 @@ def render(benches: list[Bench], meta: dict, args: argparse.Namespace) -> str:
         f"Target: vault warm ≤ {TARGET}× collect-only.",
         "",
         "| suite | cold / plain | warm / collect-only | warm / testmon warm | edit / plain "
-        f"| target (≤ {TARGET}) | outcome counts |",
-        "|---|---:|---:|---:|---:|---|---|",
+        f"| edit / (collect-only + affected) | target (≤ {TARGET}) | outcome counts |",
+        "|---|---:|---:|---:|---:|---:|---|---|",
     ]
     for b in benches:
         m = b.median
@@ -428,10 +456,12 @@ def render(benches: list[Bench], meta: dict, args: argparse.Namespace) -> str:
             c = m("collect")
             verdict = "—" if w is None or not c else (
                 "met" if w / c <= TARGET else "**missed**")
+            alone = m("affected") if edit and c and m("affected") else None
             out.append(f"| {b.env.suite.name}{tag} | {ratio(m(cold), m(plain))} "
                        f"| {ratio(w, c)} | {ratio(w, m(tm_warm) if tm_warm else None)} "
-                       f"| {ratio(m(edit) if edit else None, m(plain))} | {verdict} "
-                       f"| {counts_ok} |")
+                       f"| {ratio(m(edit) if edit else None, m(plain))} "
+                       f"| {ratio(m(edit) if alone else None, (c + alone) if alone else None)} "
+                       f"| {verdict} | {counts_ok} |")
     if floor_rows:
         out += [
             "",
