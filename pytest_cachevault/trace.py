@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import ast
 import builtins
+import contextlib
 import importlib
 import importlib.abc
 import importlib.machinery
@@ -235,7 +236,8 @@ class MonitoringTracer(_Windows):
     switches on the second tool's local events, which report once per window and are
     re-armed at the next window, for those code objects only. ``restart_events()``, which
     re-arms every code object in the process, cost about half of a cold run's overhead
-    when called for every test. With one free tool id, that is what is done.
+    when called for every test. It is what is done with one free tool id, or once a code
+    object could not be watched.
     """
 
     _TOOL_IDS = (4, 3, 5)
@@ -248,6 +250,8 @@ class MonitoringTracer(_Windows):
         #: reported, so disabled themselves, since the last window opened.
         self._watched: dict[int, CodeType] = {}
         self._reported: dict[int, CodeType] = {}
+        #: Re-arm with ``restart_events()``: one tool id, or code the second could not watch.
+        self._restart_all = False
 
     def start(self) -> None:
         mon = sys.monitoring
@@ -257,6 +261,7 @@ class MonitoringTracer(_Windows):
         for tool in free:
             mon.use_tool_id(tool, "pytest-cachevault")
         self._tools = tuple(free)
+        self._restart_all = len(free) == 1
         disable = mon.DISABLE
         optimized = inspect.CO_OPTIMIZED
         stack = self._stack
@@ -281,8 +286,12 @@ class MonitoringTracer(_Windows):
 
             def first(code, offset):
                 if id(code) not in watched and normpath(code.co_filename).startswith(prefix):
-                    set_local_events(again_tool, code, events)
-                    watched[id(code)] = reported[id(code)] = code
+                    try:
+                        set_local_events(again_tool, code, events)
+                    except Exception:  # not watched: every window must re-arm everything
+                        self._restart_all = True
+                    else:
+                        watched[id(code)] = reported[id(code)] = code
                 return on_start(code, offset)
 
             def again(code, offset):
@@ -302,7 +311,8 @@ class MonitoringTracer(_Windows):
         for index, tool in enumerate(self._tools):
             if index:
                 for code in self._watched.values():
-                    mon.set_local_events(tool, code, 0)
+                    with contextlib.suppress(Exception):
+                        mon.set_local_events(tool, code, 0)
             mon.set_events(tool, 0)
             mon.register_callback(tool, mon.events.PY_START, None)
             mon.register_callback(tool, mon.events.PY_RESUME, None)
@@ -317,8 +327,9 @@ class MonitoringTracer(_Windows):
 
     def _rearm(self) -> None:
         """Have the in-tree code that reported in the last window report again."""
-        if len(self._tools) < 2:
+        if self._restart_all:
             sys.monitoring.restart_events()
+            self._reported.clear()
             return
         tool = self._tools[1]
         events = sys.monitoring.events.PY_START | sys.monitoring.events.PY_RESUME

@@ -243,3 +243,19 @@ def test_with_one_monitoring_tool_id_free_each_test_still_sees_shared_code(pytes
             sys.monitoring.use_tool_id(tool, "someone else")
     """})
     _each_user_of_shared_code_reruns(pytester, run_vault, "-p", "hold_tools")
+
+
+@pytest.mark.skipif(sys.version_info < (3, 12), reason="sys.monitoring is new in 3.12")
+def test_code_the_tracer_cannot_watch_is_still_seen_by_each_test(pytester, run_vault):
+    """Local events refused for a code object: the tracer re-arms everything instead."""
+    write_files(pytester.path, {"refuse_local_events.py": """
+        import sys
+
+
+        def refuse(tool, code, events):
+            raise ValueError("no local events here")
+
+
+        sys.monitoring.set_local_events = refuse
+    """})
+    _each_user_of_shared_code_reruns(pytester, run_vault, "-p", "refuse_local_events")
