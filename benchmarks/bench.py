@@ -538,7 +538,9 @@ start from an empty store (`--vault-dir` under `benchmarks/.work/`) or no
 `.testmondata`, and `.pytest_cache` is removed before each cold run.
 "Warm" re-runs with nothing changed; "edit" inserts one assignment in one
 library function (`SuiteEnv.edit_one_line`) after the warm run, and the file is
-restored right after.  Outcome counts of each run are parsed from pytest's
+restored right after; it runs with `--vault-explain`, whose list of the tests
+that re-ran is what "affected" then runs alone, with plain pytest and the same
+edit (the node ids in a file given as `@file`).  Outcome counts of each run are parsed from pytest's
 final line; vault cold must match plain, and vault warm and edit must match
 vault cold (same repetition) — any difference is listed under Checks.
 """
