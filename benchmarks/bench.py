@@ -196,6 +196,12 @@ def parse_output(text: str) -> tuple[dict[str, int], str, str]:
     return {}, "", vault
 
 
+def outcomes(counts: dict[str, int]) -> dict[str, int]:
+    """The counts that must match between two runs of the same tests: not "deselected",
+    which pytest-xdist's controller does not report."""
+    return {what: n for what, n in counts.items() if what != "deselected"}
+
+
 def fmt_counts(counts: dict[str, int]) -> str:
     """Counts as ``765 passed, 3 failed`` (stable order); "none" if no test ran."""
     return ", ".join(f"{n} {k}" for k, n in counts.items()) or "none"
@@ -323,7 +329,7 @@ class Bench:
                     out.append(f"**{r.variant} rep {r.rep}: {fmt_counts(r.counts)}, but "
                                f"{v.tests} re-ran {rerun} tests** ({source.vault})")
             ref = next((x for x in self.of(v.compare_to) if x.rep == r.rep), None)
-            if ref is not None and (ref.counts != r.counts or ref.exit != r.exit):
+            if ref is not None and (outcomes(ref.counts) != outcomes(r.counts) or ref.exit != r.exit):
                 out.append(f"**MISMATCH** {r.variant} rep {r.rep}: "
                            f"{fmt_counts(r.counts)} (exit {r.exit}) vs {v.compare_to}: "
                            f"{fmt_counts(ref.counts)} (exit {ref.exit})")
