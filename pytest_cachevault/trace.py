@@ -3,8 +3,8 @@
 Two backends behind one interface (:class:`Tracer`):
 
 * :class:`MonitoringTracer` (Python 3.12+): ``sys.monitoring`` ``PY_START``/``PY_RESUME``
-  events that return ``DISABLE``, so each code object reports once per window and then
-  runs at full speed; a new window re-arms them with ``restart_events()``.
+  events that return ``DISABLE``, so each code object reports once and then runs at full
+  speed; a new window re-arms the in-tree code objects that reported in the last one.
 * :class:`MarkingTracer` (older Pythons): an import hook that compiles in-tree modules
   with a mark at the top of each function body, harvested at each window boundary.
 
@@ -252,6 +252,7 @@ class MonitoringTracer(_Windows):
         self._reported: dict[int, CodeType] = {}
         #: Re-arm with ``restart_events()``: one tool id, or code the second could not watch.
         self._restart_all = False
+        self._events = 0
 
     def start(self) -> None:
         mon = sys.monitoring
@@ -265,7 +266,7 @@ class MonitoringTracer(_Windows):
         disable = mon.DISABLE
         optimized = inspect.CO_OPTIMIZED
         stack = self._stack
-        events = mon.events.PY_START | mon.events.PY_RESUME
+        events = self._events = mon.events.PY_START | mon.events.PY_RESUME
 
         def on_start(code, offset):  # the hot path: once per code object per window
             window = stack[-1]
@@ -331,9 +332,7 @@ class MonitoringTracer(_Windows):
             sys.monitoring.restart_events()
             self._reported.clear()
             return
-        tool = self._tools[1]
-        events = sys.monitoring.events.PY_START | sys.monitoring.events.PY_RESUME
-        set_local_events = sys.monitoring.set_local_events
+        tool, events, set_local_events = self._tools[1], self._events, sys.monitoring.set_local_events
         for code in self._reported.values():
             # Setting the events a code object already has is a no-op; clearing them
             # first makes the interpreter re-instrument it, which undoes DISABLE.
