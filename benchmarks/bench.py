@@ -581,6 +581,11 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     bad |= set(args.variants or ()) - set(ALL_VARIANTS)
     if bad:
         p.error(f"unknown suite/variant: {', '.join(sorted(bad))}")
+    chosen = {v.name for v in selected_variants(args)}
+    if "vault-edit" in chosen and "vault-cold" not in chosen and args.runs > 1:
+        # The first edit run stores results for the edited sources: without a cold run
+        # to empty the store, later repetitions replay them and re-run nothing.
+        p.error("vault-edit needs vault-cold in the same run when --runs is over 1")
     return args
 
 
