@@ -462,11 +462,11 @@ def render(benches: list[Bench], meta: dict, args: argparse.Namespace) -> str:
             c = m("collect")
             verdict = "—" if w is None or not c else (
                 "met" if w / c <= TARGET else "**missed**")
-            alone = m("affected") if edit and c and m("affected") else None
+            alone = m("affected") if edit else None
             out.append(f"| {b.env.suite.name}{tag} | {ratio(m(cold), m(plain))} "
                        f"| {ratio(w, c)} | {ratio(w, m(tm_warm) if tm_warm else None)} "
                        f"| {ratio(m(edit) if edit else None, m(plain))} "
-                       f"| {ratio(m(edit) if alone else None, (c + alone) if alone else None)} "
+                       f"| {ratio(m(edit), c + alone) if alone and c else '—'} "
                        f"| {verdict} | {counts_ok} |")
     if floor_rows:
         out += [

@@ -165,6 +165,8 @@ class _Windows:
 
     def __init__(self, root: Path) -> None:
         self._stack: list[_Window] = [_Window()]
+        #: In-tree files start with this (absolute, ending in a separator).
+        self._root_prefix = os.path.join(str(root), "")
         self._observer = Observer(lambda: self._stack[-1], root, outside=self._stack[0])
         self._children: child.Children | None = None
 
@@ -244,7 +246,6 @@ class MonitoringTracer(_Windows):
 
     def __init__(self, root: Path) -> None:
         super().__init__(root)
-        self._root_prefix = os.path.join(str(root), "")
         self._tools: tuple[int, ...] = ()
         #: In-tree code objects the second tool watches, and (by id) those that
         #: reported, so disabled themselves, since the last window opened.
@@ -299,24 +300,21 @@ class MonitoringTracer(_Windows):
                 reported[id(code)] = code
                 return on_start(code, offset)
 
-            mon.register_callback(again_tool, mon.events.PY_START, again)
-            mon.register_callback(again_tool, mon.events.PY_RESUME, again)
-        mon.register_callback(free[0], mon.events.PY_START, first)
-        mon.register_callback(free[0], mon.events.PY_RESUME, first)
+            _register(again_tool, again)
+        _register(free[0], first)
         mon.set_events(free[0], events)
         self.start_auditing()
 
     def stop(self) -> None:
         self.stop_auditing()
         mon = sys.monitoring
-        for index, tool in enumerate(self._tools):
-            if index:
-                for code in self._watched.values():
-                    with contextlib.suppress(Exception):
-                        mon.set_local_events(tool, code, 0)
+        for tool in self._tools[1:]:
+            for code in self._watched.values():
+                with contextlib.suppress(Exception):
+                    mon.set_local_events(tool, code, 0)
+        for tool in self._tools:
             mon.set_events(tool, 0)
-            mon.register_callback(tool, mon.events.PY_START, None)
-            mon.register_callback(tool, mon.events.PY_RESUME, None)
+            _register(tool, None)
             mon.free_tool_id(tool)
         self._tools = ()
         self._watched.clear()
@@ -344,6 +342,12 @@ class MonitoringTracer(_Windows):
         return frozenset()
 
 
+def _register(tool: int, callback) -> None:
+    """Have ``callback`` (None: nothing) called on the tool's PY_START and PY_RESUME events."""
+    sys.monitoring.register_callback(tool, sys.monitoring.events.PY_START, callback)
+    sys.monitoring.register_callback(tool, sys.monitoring.events.PY_RESUME, callback)
+
+
 class MarkingTracer(_Windows):
     """Before 3.12: in-tree modules are compiled with a mark at the top of every function.
 
@@ -366,7 +370,6 @@ class MarkingTracer(_Windows):
 
     def __init__(self, root: Path, excluded_prefixes: tuple[str, ...]) -> None:
         super().__init__(root)
-        self._root_prefix = os.path.join(str(root), "")
         self._excluded = excluded_prefixes
         #: One flag per mark: the module body or the function of ``owners[i]`` ran.
         self._marks = bytearray()
