@@ -44,6 +44,7 @@ import signal
 import statistics
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -53,7 +54,12 @@ import suites  # noqa: E402
 DOC = suites.REPO_ROOT / "docs" / "benchmarks.md"
 META = suites.WORK_DIR / "bench-last.json"  # the last benchmark's options and machine info
 SLOT = "bench"  # own copy of each suite (see suites.prepare), apart from mutate.py's
-TARGET = 1.3  # warm vault run must be within TARGET x collect-only
+#: Issue 5's targets: the most each figure may be (the cold one by Python version).
+COLD_TARGET = {"3.12+": 1.10, "older": 1.40}
+WARM_TARGET = 0.5           # vault warm / collect-only
+TESTMON_TARGET = 0.9        # vault warm / testmon warm
+EDIT_TARGET = 1.25          # vault after one edit / (collect-only + the affected tests alone)
+BYTES_TARGET = 1500         # store bytes per test
 
 NO_VAULT = ("-p", "no:cachevault")
 #: Loaded with ``-p`` for the "blind" variant: the vault as it would be without its
@@ -155,6 +161,18 @@ class Run:
     vault: str
     log: str
     cpu: float = 0.0  # user + system seconds of the pytest process (less noisy than wall)
+    #: After a cold vault run: its store's record count, median record bytes, total bytes.
+    store: dict[str, int] = dataclasses.field(default_factory=dict)
+
+
+#: pytest processes running now, killed when the benchmark is stopped.
+RUNNING: set[subprocess.Popen] = set()
+#: Set when the benchmark is stopped (SIGTERM): lanes start no new run.
+STOPPING = threading.Event()
+
+
+class Stopped(Exception):
+    """The benchmark was stopped while a pytest process ran: that run is not kept."""
 
 
 def now() -> str:
@@ -207,12 +225,45 @@ def fmt_counts(counts: dict[str, int]) -> str:
     return ", ".join(f"{n} {k}" for k, n in counts.items()) or "none"
 
 
+def run_process(cmd: list[str], *, cwd: Path, env: dict[str, str], stdout, timeout: float) -> int:
+    """Run one pytest process to its end; its exit status, -1 if it timed out, and the
+    signal's negative number if the benchmark was stopped meanwhile."""
+    proc = subprocess.Popen(cmd, cwd=cwd, env=env, stdout=stdout, stderr=subprocess.STDOUT)
+    RUNNING.add(proc)
+    try:
+        return proc.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+        return -1
+    finally:
+        RUNNING.discard(proc)
+
+
+def store_size(directory: Path) -> dict[str, int]:
+    """The number of test records in a vault store, their median size, and the bytes
+    of every file in the store (objects, collections and run summaries included)."""
+    records, total = [], 0
+    for path in directory.rglob("*"):
+        if path.is_file():
+            size = path.stat().st_size
+            total += size
+            if path.parent.parent.name == "records":
+                records.append(size)
+    if not records:
+        return {}
+    return {"records": len(records), "median": int(statistics.median(records)), "bytes": total}
+
+
 class Bench:
     """Runs the variants of one prepared suite and keeps the results."""
 
-    def __init__(self, env: suites.SuiteEnv, timeout: float):
+    def __init__(self, env: suites.SuiteEnv, timeout: float, version: str, label: str = ""):
         self.env = env
         self.timeout = timeout
+        #: The interpreter's version ("3.12.1"), and the suite's name in the report.
+        self.version = version
+        self.label = label or env.suite.name
         self.dir = env.state_dir / "bench"
         self.logs = self.dir / "logs"
         self.logs.mkdir(parents=True, exist_ok=True)
@@ -269,22 +320,21 @@ class Bench:
             out.flush()
             start = time.perf_counter()
             before = resource.getrusage(resource.RUSAGE_CHILDREN)
-            try:
-                code = subprocess.run(cmd, cwd=self.env.src_root, env=env, stdout=out,
-                                      stderr=subprocess.STDOUT, timeout=self.timeout,
-                                      ).returncode
-            except subprocess.TimeoutExpired:
-                code = -1
+            code = run_process(cmd, cwd=self.env.src_root, env=env, stdout=out,
+                               timeout=self.timeout)
+            if STOPPING.is_set():
+                raise Stopped
             seconds = time.perf_counter() - start
             after = resource.getrusage(resource.RUSAGE_CHILDREN)
             cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
             out.seek(0)
             text = out.read()
         counts, summary, vault = parse_output(text)
-        run = Run(v.name, rep, seconds, code, counts, summary, vault, str(logfile), cpu)
+        store = store_size(self.dir / v.store) if v.fresh and v.tool == "vault" else {}
+        run = Run(v.name, rep, seconds, code, counts, summary, vault, str(logfile), cpu, store)
         self.runs.append(run)
         flag = f"  !! exit {code}, see {logfile}" if code in BAD_EXITS else ""
-        log(f"{self.env.suite.name} r{rep} {v.name:14s} {seconds:8.2f}s  "
+        log(f"{self.label} r{rep} {v.name:14s} {seconds:8.2f}s  "
             f"{fmt_counts(counts)}{'  | ' + vault if vault else ''}{flag}")
         return run
 
@@ -296,6 +346,18 @@ class Bench:
         """Median seconds of a variant (None if it was not run)."""
         runs = self.of(name)
         return statistics.median(r.seconds for r in runs) if runs else None
+
+    def median_store(self, name: str, what: str) -> float | None:
+        """Median over repetitions of one store figure of a cold variant: "records",
+        "median" (record bytes), "bytes" or "per test" (bytes per record)."""
+        values = [r.store["bytes"] / r.store["records"] if what == "per test" else r.store[what]
+                  for r in self.of(name) if r.store.get("records")]
+        return statistics.median(values) if values else None
+
+    def cold_target(self) -> float:
+        """The cold ÷ plain target for this bench's Python version."""
+        major_minor = tuple(int(x) for x in self.version.split(".")[:2])
+        return COLD_TARGET["3.12+" if major_minor >= (3, 12) else "older"]
 
     def median_cpu(self, name: str) -> float | None:
         """Median CPU seconds of a variant (None if not run or not measured)."""
@@ -343,20 +405,32 @@ def ratio(a: float | None, b: float | None) -> str:
     return f"{a / b:.2f}" if a is not None and b else "—"
 
 
+def judged(a: float | None, b: float | None, target: float, form: str = "{:.2f}") -> str:
+    """``a/b`` formatted, in bold if it is over ``target``; an em dash if unknown."""
+    if a is None or not b:
+        return "—"
+    text = form.format(a / b)
+    return f"**{text}**" if a / b > target else text
+
+
 def secs(x: float | None) -> str:
     """Seconds formatted, or an em dash."""
     return "—" if x is None else f"{x:.2f}"
 
 
-def machine_info(python: str) -> dict[str, str]:
-    """nproc, CPU, memory, load, OS, interpreter and plugin commit."""
+def python_version(python: str) -> str:
+    """An interpreter's version, e.g. ``3.12.1``."""
+    return subprocess.run([python, "-c", "import sys; print(sys.version.split()[0])"],
+                          capture_output=True, text=True).stdout.strip()
+
+
+def machine_info() -> dict[str, str]:
+    """nproc, CPU, memory, OS and plugin commit."""
     cpu = next((line.split(":", 1)[1].strip() for line in
                 Path("/proc/cpuinfo").read_text().splitlines()
                 if line.startswith("model name")), platform.processor())
     mem = next((line.split()[1] for line in Path("/proc/meminfo").read_text().splitlines()
                 if line.startswith("MemTotal")), "0")
-    pyver = subprocess.run([python, "-c", "import sys; print(sys.version.split()[0])"],
-                           capture_output=True, text=True).stdout.strip()
     git = ["git", "-C", str(suites.REPO_ROOT)]
     commit = subprocess.run([*git, "rev-parse", "--short", "HEAD"],
                             capture_output=True, text=True).stdout.strip() or "no commit yet"
@@ -367,7 +441,6 @@ def machine_info(python: str) -> dict[str, str]:
         "cpu": cpu,
         "memory": f"{int(mem) / 2**20:.0f} GiB",
         "os": platform.platform(),
-        "python": pyver,
         "plugin commit": commit + (" + uncommitted changes" if dirty else ""),
         "plugin hash": plugin_fingerprint(),
     }
@@ -401,12 +474,17 @@ def render(benches: list[Bench], meta: dict, args: argparse.Namespace) -> str:
         "",
         f"- machine: {info['nproc']} cores ({info['cpu']}), {info['memory']}, {info['os']}; "
         f"load average {load[0]} at start, {load[1]} at end",
-        f"- python: {info['python']}; {tool_versions(benches[0].env) if benches else ''}",
+        *(f"- python {version}: {tool_versions(env)}" for version, env in
+          {b.version: b.env for b in benches}.items()),
         f"- plugin commit: {info['plugin commit']}; source hash {info['plugin hash']}"
         + ("" if info["plugin hash"] == meta["plugin hash end"]
            else f" at start, **{meta['plugin hash end']} at end: the plugin (installed "
                 "editable) changed during the run**"),
-        "- suites: " + ", ".join(f"{b.env.suite.name} {b.env.suite.version}" for b in benches),
+        "- suites: " + ", ".join(dict.fromkeys(f"{b.label} {b.env.suite.version}"
+                                               for b in benches)),
+        *([] if len({b.version for b in benches}) < 2 else [
+            "- the interpreters ran side by side, one pytest process each at a time "
+            "(this machine has two cores)"]),
         "",
         "## Median wall-clock seconds",
         "",
@@ -417,12 +495,12 @@ def render(benches: list[Bench], meta: dict, args: argparse.Namespace) -> str:
     for b in benches:
         plain = b.of("plain")
         m = b.median
-        out.append(f"| {b.env.suite.name} | {fmt_counts(plain[0].counts) if plain else '?'} "
+        out.append(f"| {b.label} | {fmt_counts(plain[0].counts) if plain else '?'} "
                    f"| {secs(m('plain'))} | {secs(m('collect'))} | {secs(m('vault-cold'))} "
                    f"| {secs(m('vault-warm'))} | {secs(m('vault-edit'))} | {secs(m('affected'))} "
                    f"| {secs(m('testmon-cold'))} | {secs(m('testmon-warm'))} |")
         if b.of("plain-n2"):
-            out.append(f"| {b.env.suite.name} `-n 2` | {fmt_counts(b.of('plain-n2')[0].counts)} "
+            out.append(f"| {b.label} `-n 2` | {fmt_counts(b.of('plain-n2')[0].counts)} "
                        f"| {secs(m('plain-n2'))} | {secs(m('collect'))} "
                        f"| {secs(m('vault-cold-n2'))} | {secs(m('vault-warm-n2'))} "
                        "| — | — | — | — |")
@@ -430,25 +508,30 @@ def render(benches: list[Bench], meta: dict, args: argparse.Namespace) -> str:
     floor_rows: list[str] = []
     out += [
         "",
-        "## Ratios",
+        "## Ratios and targets",
         "",
-        f"Target: vault warm ≤ {TARGET}× collect-only.",
+        "Issue 5's targets in brackets; a figure in **bold** misses its target. Store "
+        "bytes per test: every file of the store after a cold run, divided by the tests "
+        "it recorded; beside it, the median size of one test's record.",
         "",
-        "| suite | cold / plain | warm / collect-only | warm / testmon warm | edit / plain "
-        f"| edit / (collect-only + affected) | target (≤ {TARGET}) | outcome counts |",
-        "|---|---:|---:|---:|---:|---:|---|---|",
+        f"| suite | cold / plain (≤ {COLD_TARGET['3.12+']} on 3.12+, ≤ {COLD_TARGET['older']} "
+        f"before) | warm / collect-only (≤ {WARM_TARGET}) | warm / testmon warm "
+        f"(≤ {TESTMON_TARGET}) | edit / (collect-only + affected) (≤ {EDIT_TARGET}) "
+        f"| store bytes per test (≤ {BYTES_TARGET:,}) | median record bytes | edit / plain "
+        "| outcome counts |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---|",
     ]
     for b in benches:
         m = b.median
         if m("vault-cold-blind"):
             cpu = b.median_cpu
-            audit_rows.append(f"| {b.env.suite.name} | {secs(m('vault-cold'))} "
+            audit_rows.append(f"| {b.label} | {secs(m('vault-cold'))} "
                               f"| {secs(m('vault-cold-blind'))} "
                               f"| {ratio(m('vault-cold'), m('vault-cold-blind'))} "
                               f"| {secs(cpu('vault-cold'))} | {secs(cpu('vault-cold-blind'))} "
                               f"| {ratio(cpu('vault-cold'), cpu('vault-cold-blind'))} |")
         if m("report-floor"):
-            floor_rows.append(f"| {b.env.suite.name} | {secs(m('collect'))} "
+            floor_rows.append(f"| {b.label} | {secs(m('collect'))} "
                               f"| {secs(m('report-floor'))} | {ratio(m('report-floor'), m('collect'))} "
                               f"| {secs(m('vault-warm'))} | {ratio(m('vault-warm'), m('report-floor'))} |")
         problems = b.problems()
@@ -458,16 +541,16 @@ def render(benches: list[Bench], meta: dict, args: argparse.Namespace) -> str:
         if b.of("plain-n2"):
             rows.append((" `-n 2`", "plain-n2", "vault-cold-n2", "vault-warm-n2", "", ""))
         for tag, plain, cold, warm, tm_warm, edit in rows:
-            w = m(warm)
-            c = m("collect")
-            verdict = "—" if w is None or not c else (
-                "met" if w / c <= TARGET else "**missed**")
+            w, c = m(warm), m("collect")
             alone = m("affected") if edit else None
-            out.append(f"| {b.env.suite.name}{tag} | {ratio(m(cold), m(plain))} "
-                       f"| {ratio(w, c)} | {ratio(w, m(tm_warm) if tm_warm else None)} "
-                       f"| {ratio(m(edit) if edit else None, m(plain))} "
-                       f"| {ratio(m(edit), c + alone) if alone and c else '—'} "
-                       f"| {verdict} | {counts_ok} |")
+            per_test, record = b.median_store(cold, "per test"), b.median_store(cold, "median")
+            out.append(f"| {b.label}{tag} | {judged(m(cold), m(plain), b.cold_target())} "
+                       f"| {judged(w, c, WARM_TARGET)} "
+                       f"| {judged(w, m(tm_warm) if tm_warm else None, TESTMON_TARGET)} "
+                       f"| {judged(m(edit), c + alone, EDIT_TARGET) if alone and c else '—'} "
+                       f"| {judged(per_test, 1, BYTES_TARGET, '{:,.0f}')} "
+                       f"| {'—' if record is None else f'{record:,.0f}'} "
+                       f"| {ratio(m(edit) if edit else None, m(plain))} | {counts_ok} |")
     if floor_rows:
         out += [
             "",
@@ -512,17 +595,17 @@ def render(benches: list[Bench], meta: dict, args: argparse.Namespace) -> str:
             varies = " (varies)" if any(r.counts != runs[0].counts for r in runs) else ""
             exits = {r.exit for r in runs} & BAD_EXITS
             bad = f" **exit {sorted(exits)}**" if exits else ""
-            out.append(f"| {b.env.suite.name} | {name} "
+            out.append(f"| {b.label} | {name} "
                        f"| {' / '.join(f'{r.seconds:.2f}' for r in runs)} "
                        f"| {fmt_counts(runs[0].counts)}{varies}{bad} | {runs[0].vault or ''} |")
-    done = min((len(b.of(v.name)) for b in benches for v in selected_variants(args)),
+    done = min((len(b.of(v.name)) for b in benches for v in selected_variants(args, b)),
                default=0)
     if done < args.runs:
         out[4:4] = [f"**Incomplete: stopped before every variant had {args.runs} runs; "
                     "a missing figure is shown as —, and medians are of the runs made "
                     "(see \"seconds per rep\").**", ""]
     out[4:4] = [line for n in meta.get("notes", []) for line in (f"Note: {n}", "")]
-    notes = [f"- {b.env.suite.name}: {p}" for b in benches for p in b.problems()]
+    notes = [f"- {b.label}: {p}" for b in benches for p in b.problems()]
     out += ["", "## Checks", ""] + (notes or ["- all runs finished; vault and plain runs "
                                               "reported the same outcome counts."])
     out += ["", "## Method", "", METHOD.strip(), ""]
@@ -559,12 +642,16 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--suites", nargs="+", default=suites.DEFAULT_SUITES,
                    metavar="SUITE", help=f"any of {', '.join(suites.SUITES)} (default: all)")
-    p.add_argument("--python", default="python3",
-                   help="interpreter for the venvs, e.g. python3.12 (default: python3)")
+    p.add_argument("--python", nargs="+", default=["python3"], metavar="PYTHON",
+                   help="interpreter(s) for the venvs, e.g. python3.11 python3.12; several "
+                        "run side by side, one pytest process each at a time (default: python3)")
     p.add_argument("--runs", type=int, default=3, help="repetitions per variant (default 3)")
     p.add_argument("--xdist", action="store_true", help="also time -n 2 variants")
     p.add_argument("--variants", nargs="+", metavar="VARIANT",
                    help=f"only these variants, of: {', '.join(ALL_VARIANTS)}")
+    p.add_argument("--testmon-suites", nargs="+", metavar="SUITE",
+                   help="run pytest-testmon's variants on these suites only (default: all; "
+                        "its cold runs take up to tens of minutes)")
     p.add_argument("--timeout", type=float, default=3600,
                    help="seconds before one pytest process is killed (default 3600)")
     p.add_argument("--output", type=Path, default=DOC,
@@ -578,10 +665,14 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     args = p.parse_args(argv)
     args.argv = argv
     bad = set(args.suites) - set(suites.SUITES)
+    bad |= set(args.testmon_suites or ()) - set(suites.SUITES)
     bad |= set(args.variants or ()) - set(ALL_VARIANTS)
     if bad:
         p.error(f"unknown suite/variant: {', '.join(sorted(bad))}")
     chosen = {v.name for v in selected_variants(args)}
+    if len(args.python) > 1 and any(v.endswith("-n2") for v in chosen):
+        p.error("-n 2 variants are timed with one --python at a time: side by side, the "
+                "interpreters' processes would share the workers' cores")
     if "vault-edit" in chosen and "vault-cold" not in chosen and args.runs > 1:
         # The first edit run stores results for the edited sources: without a cold run
         # to empty the store, later repetitions replay them and re-run nothing.
@@ -589,11 +680,14 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     return args
 
 
-def selected_variants(args: argparse.Namespace) -> list[Variant]:
-    """The variants to run, in run order."""
+def selected_variants(args: argparse.Namespace, bench: Bench | None = None) -> list[Variant]:
+    """The variants to run, in run order (on ``bench``'s suite, if given)."""
     chosen = VARIANTS + (XDIST_VARIANTS if args.xdist else [])
     if args.variants:
         chosen = [v for v in ALL_VARIANTS.values() if v.name in args.variants]
+    if bench is not None and args.testmon_suites is not None:
+        if bench.env.suite.name not in args.testmon_suites:
+            chosen = [v for v in chosen if v.tool != "testmon"]
     return chosen
 
 
@@ -616,21 +710,63 @@ def locate(name: str, python: str) -> suites.SuiteEnv:
 
 def warm_up(bench: Bench) -> None:
     """One untimed collect-only run, so every variant finds compiled bytecode."""
-    log(f"{bench.env.suite.name}: warm-up (untimed collect-only)")
+    log(f"{bench.label}: warm-up (untimed collect-only)")
     subprocess.run(bench.command(ALL_VARIANTS["collect"]), cwd=bench.env.src_root,
                    env=bench.env.run_env(), capture_output=True)
+
+
+def stop(*_: object) -> None:
+    """Stop the benchmark (SIGTERM): kill the running pytest processes, start no more."""
+    STOPPING.set()
+    for proc in list(RUNNING):
+        proc.kill()
+
+
+def run_lanes(lanes: list[list[Bench]], args: argparse.Namespace, report) -> None:
+    """Run every lane's benches, the lanes side by side (one thread per interpreter).
+
+    Within a lane, repetitions are the outer loop (rep 1 of every suite and variant,
+    then rep 2, ...)."""
+    errors: list[BaseException] = []
+
+    def lane(benches: list[Bench]) -> None:
+        try:
+            for rep in range(1, args.runs + 1):
+                for bench in benches:
+                    for v in selected_variants(args, bench):
+                        if STOPPING.is_set():
+                            return
+                        bench.run(v, rep)
+                        report()
+        except Stopped:
+            return
+        except BaseException as exc:  # noqa: BLE001 - re-raised by the main thread
+            errors.append(exc)
+            stop()
+
+    threads = [threading.Thread(target=lane, args=(group,)) for group in lanes]
+    for thread in threads:
+        thread.start()
+    try:
+        for thread in threads:
+            thread.join()
+    except BaseException:  # Ctrl-C: stop the lanes, let them restore their edits
+        stop()
+        for thread in threads:
+            thread.join()
+        raise
+    if errors:
+        raise errors[0]
 
 
 def main(argv: list[str] | None = None) -> int:
     """Prepare suites, run the benchmark, print and write the report.
 
-    Repetitions are the outer loop (rep 1 of every suite and variant, then
-    rep 2, ...); the report is rewritten after every run, so an interrupted
-    benchmark still leaves the medians of what it measured.
-    """
+    The report is rewritten after every run, so an interrupted benchmark still
+    leaves the medians of what it measured."""
     argv = sys.argv[1:] if argv is None else argv
     args = parse_args(argv)
-    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # run finally: blocks
+    signal.signal(signal.SIGTERM, stop)
     if args.rerender:
         meta = json.loads(META.read_text())
         run_args = parse_args(meta["argv"])
@@ -640,44 +776,52 @@ def main(argv: list[str] | None = None) -> int:
             META.write_text(json.dumps(meta, indent=1))
         args = run_args
     else:
-        meta = {"argv": argv, "python": suites.resolve_python(args.python), "start": now(),
-                "notes": args.note,
-                "load_start": " ".join(f"{x:.2f}" for x in os.getloadavg())}
-        meta["info"] = machine_info(meta["python"])
-    benches = []
-    for name in args.suites:
-        if args.rerender:
-            benches.append(Bench(locate(name, meta["python"]), args.timeout))
-            runs_file = benches[-1].dir / "runs.json"
-            if runs_file.exists():
-                benches[-1].runs = [Run(**r) for r in json.loads(runs_file.read_text())]
-        else:
-            env = suites.prepare(name, meta["python"], slot=SLOT)
-            check_plugin(env)
-            benches.append(Bench(env, args.timeout))
-            warm_up(benches[-1])
+        pythons = [suites.resolve_python(spec) for spec in args.python]
+        meta = {"argv": argv, "python": pythons, "start": now(), "notes": args.note,
+                "load_start": " ".join(f"{x:.2f}" for x in os.getloadavg()),
+                "info": machine_info(), "versions": {py: python_version(py) for py in pythons}}
+    # A report of an older bench.py: one interpreter, its version in the machine info.
+    pythons = meta["python"] if isinstance(meta["python"], list) else [meta["python"]]
+    versions = meta.get("versions") or {pythons[0]: meta["info"]["python"]}
+    lanes: list[list[Bench]] = []
+    for python in pythons:
+        lanes.append([])
+        for name in args.suites:
+            label = f"{name} ({versions[python]})" if len(pythons) > 1 else name
+            if args.rerender:
+                bench = Bench(locate(name, python), args.timeout, versions[python], label)
+                runs_file = bench.dir / "runs.json"
+                if runs_file.exists():
+                    bench.runs = [Run(**r) for r in json.loads(runs_file.read_text())]
+            else:
+                env = suites.prepare(name, python, slot=SLOT)
+                check_plugin(env)
+                bench = Bench(env, args.timeout, versions[python], label)
+                warm_up(bench)
+            lanes[-1].append(bench)
+    benches = [bench for lane in lanes for bench in lane]
+    writing = threading.Lock()
 
     def report() -> str:
-        if not args.rerender:  # save what --rerender needs
-            meta.update(end=now(), load_end=" ".join(f"{x:.2f}" for x in os.getloadavg()))
-            meta["plugin hash end"] = plugin_fingerprint()
-            META.write_text(json.dumps(meta, indent=1))
-            for b in benches:
-                (b.dir / "runs.json").write_text(
-                    json.dumps([dataclasses.asdict(r) for r in b.runs], indent=1))
-        text = render(benches, meta, args)
-        if not args.no_write:
-            args.output.parent.mkdir(parents=True, exist_ok=True)
-            args.output.write_text(text)
-        return text
+        with writing:
+            if not args.rerender:  # save what --rerender needs
+                meta.update(end=now(), load_end=" ".join(f"{x:.2f}" for x in os.getloadavg()))
+                meta["plugin hash end"] = plugin_fingerprint()
+                META.write_text(json.dumps(meta, indent=1))
+                for b in benches:
+                    (b.dir / "runs.json").write_text(
+                        json.dumps([dataclasses.asdict(r) for r in b.runs], indent=1))
+            text = render(benches, meta, args)
+            if not args.no_write:
+                args.output.parent.mkdir(parents=True, exist_ok=True)
+                args.output.write_text(text)
+            return text
 
     if not args.rerender:
-        for rep in range(1, args.runs + 1):
-            for bench in benches:
-                for v in selected_variants(args):
-                    bench.run(v, rep)
-                    report()
+        run_lanes(lanes, args, report)
     print(report())
+    if STOPPING.is_set():
+        return 143
     return 1 if any("MISMATCH" in p for b in benches for p in b.problems()) else 0
 
 

@@ -125,6 +125,14 @@ SUITES: dict[str, Suite] = {
             edit_file="src/dateutil/easter.py",
             edit_function="easter",
         ),
+        Suite(
+            name="jinja2",
+            version="3.1.6",
+            test_paths=("tests",),
+            test_deps=("trio",),  # requirements/tests.in
+            edit_file="src/jinja2/filters.py",
+            edit_function="do_truncate",
+        ),
     )
 }
 DEFAULT_SUITES = list(SUITES)
