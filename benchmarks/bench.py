@@ -627,7 +627,9 @@ from the extracted sdist with the same test paths and `-p no:randomly`; the
 plugin is disabled with `-p no:cachevault` where it is not under test, and
 pytest-testmon with `-p no:pytest-testmon`.  Before timing, one untimed
 `--collect-only` run compiles the bytecode.  Runs are interleaved (rep 1
-of every suite and variant, then rep 2, ...) and the median is reported.  Cold runs
+of every suite and variant, then rep 2, ...) and the median is reported;
+with several interpreters, each one has its own lane of runs, and the lanes
+run side by side.  Cold runs
 start from an empty store (`--vault-dir` under `benchmarks/.work/`) or no
 `.testmondata`, and `.pytest_cache` is removed before each cold run.
 "Warm" re-runs with nothing changed; "edit" inserts one assignment in one
