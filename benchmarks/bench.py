@@ -663,7 +663,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
                    help="seconds before one pytest process is killed (default 3600)")
     p.add_argument("--output", type=Path, default=DOC,
                    help=f"markdown file to write (default {DOC.relative_to(suites.REPO_ROOT)})")
-    p.add_argument("--no-write", action="store_true", help="print the report only")
+    p.add_argument("--no-write", action="store_true",
+                   help="print the report only (and keep the last benchmark's for --rerender)")
     p.add_argument("--note", action="append", default=[],
                    help="a remark printed at the top of the report (repeatable)")
     p.add_argument("--rerender", action="store_true",
@@ -811,9 +812,10 @@ def main(argv: list[str] | None = None) -> int:
 
     def report() -> str:
         with writing:
-            if not args.rerender:  # save what --rerender needs
+            if not args.rerender:
                 meta.update(end=now(), load_end=" ".join(f"{x:.2f}" for x in os.getloadavg()))
                 meta["plugin hash end"] = plugin_fingerprint()
+            if not (args.rerender or args.no_write):  # save what --rerender needs
                 META.write_text(json.dumps(meta, indent=1))
                 for b in benches:
                     (b.dir / "runs.json").write_text(
