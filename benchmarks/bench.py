@@ -42,7 +42,6 @@ import json
 import os
 import platform
 import re
-import resource
 import shutil
 import signal
 import statistics
@@ -229,19 +228,32 @@ def fmt_counts(counts: dict[str, int]) -> str:
     return ", ".join(f"{n} {k}" for k, n in counts.items()) or "none"
 
 
-def run_process(cmd: list[str], *, cwd: Path, env: dict[str, str], stdout, timeout: float) -> int:
-    """Run one pytest process to its end; its exit status, -1 if it timed out, and the
-    signal's negative number if the benchmark was stopped meanwhile."""
+def run_process(cmd: list[str], *, cwd: Path, env: dict[str, str], stdout,
+                timeout: float) -> tuple[int, float]:
+    """Run one pytest process to its end: its exit status (-1 if it timed out, the
+    signal's negative number if the benchmark was stopped meanwhile) and its CPU
+    seconds, user and system.
+
+    The CPU time is the process's own (``wait4``), not that of every child that ended
+    meanwhile: with lanes side by side, other lanes' processes end at any time."""
     proc = subprocess.Popen(cmd, cwd=cwd, env=env, stdout=stdout, stderr=subprocess.STDOUT)
     RUNNING.add(proc)
-    try:
-        return proc.wait(timeout=timeout)
-    except subprocess.TimeoutExpired:
+    timed_out = threading.Event()
+
+    def expire() -> None:
+        timed_out.set()
         proc.kill()
-        proc.wait()
-        return -1
+
+    timer = threading.Timer(timeout, expire)
+    timer.start()
+    try:
+        _, status, usage = os.wait4(proc.pid, 0)
     finally:
+        timer.cancel()
         RUNNING.discard(proc)
+    proc.returncode = os.waitstatus_to_exitcode(status)  # reaped here, not by Popen
+    code = -1 if timed_out.is_set() else proc.returncode
+    return code, usage.ru_utime + usage.ru_stime
 
 
 def store_size(directory: Path) -> dict[str, int]:
@@ -323,14 +335,11 @@ class Bench:
             out.write(f"$ cd {self.env.src_root} && {' '.join(cmd)}\n")
             out.flush()
             start = time.perf_counter()
-            before = resource.getrusage(resource.RUSAGE_CHILDREN)
-            code = run_process(cmd, cwd=self.env.src_root, env=env, stdout=out,
-                               timeout=self.timeout)
+            code, cpu = run_process(cmd, cwd=self.env.src_root, env=env, stdout=out,
+                                    timeout=self.timeout)
+            seconds = time.perf_counter() - start
             if STOPPING.is_set():
                 raise Stopped
-            seconds = time.perf_counter() - start
-            after = resource.getrusage(resource.RUSAGE_CHILDREN)
-            cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
             out.seek(0)
             text = out.read()
         counts, summary, vault = parse_output(text)
