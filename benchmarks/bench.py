@@ -666,8 +666,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--variants", nargs="+", metavar="VARIANT",
                    help=f"only these variants, of: {', '.join(ALL_VARIANTS)}")
     p.add_argument("--testmon-suites", nargs="+", metavar="SUITE",
-                   help="run pytest-testmon's variants on these suites only (default: all; "
-                        "its cold runs take up to tens of minutes)")
+                   help="run pytest-testmon's variants on these suites only (default: every "
+                        "suite it can run; its cold runs take up to tens of minutes)")
     p.add_argument("--timeout", type=float, default=3600,
                    help="seconds before one pytest process is killed (default 3600)")
     p.add_argument("--output", type=Path, default=DOC,
@@ -702,8 +702,10 @@ def selected_variants(args: argparse.Namespace, bench: Bench | None = None) -> l
     chosen = VARIANTS + (XDIST_VARIANTS if args.xdist else [])
     if args.variants:
         chosen = [v for v in ALL_VARIANTS.values() if v.name in args.variants]
-    if bench is not None and args.testmon_suites is not None:
-        if bench.env.suite.name not in args.testmon_suites:
+    if bench is not None:
+        suite = bench.env.suite
+        wanted = suite.testmon if args.testmon_suites is None else suite.name in args.testmon_suites
+        if not wanted:
             chosen = [v for v in chosen if v.tool != "testmon"]
     return chosen
 

@@ -88,6 +88,7 @@ class Suite:
     edit_function: str              # top-level function in edit_file
     pytest_args: tuple[str, ...] = ()
     config: str = "pyproject.toml"  # pytest config file, relative to the source root
+    testmon: bool = True            # pytest-testmon can run this suite
 
     @property
     def spec(self) -> str:
@@ -132,6 +133,9 @@ SUITES: dict[str, Suite] = {
             test_deps=("trio",),  # requirements/tests.in
             edit_file="src/jinja2/filters.py",
             edit_function="do_truncate",
+            # pytest-testmon 2.2.0 stops with an internal error after 750 tests (an
+            # IndexError in testmon_core.get_file, on a file name without an extension)
+            testmon=False,
         ),
     )
 }
