@@ -413,17 +413,23 @@ class Bench:
 
 # ----------------------------------------------------------------------- report
 
+def quotient(a: float | None, b: float | None) -> float | None:
+    """``a/b``, or None if either is unknown (or ``b`` is zero)."""
+    return a / b if a is not None and b else None
+
+
 def ratio(a: float | None, b: float | None) -> str:
     """``a/b`` formatted, or an em dash."""
-    return f"{a / b:.2f}" if a is not None and b else "—"
+    q = quotient(a, b)
+    return "—" if q is None else f"{q:.2f}"
 
 
-def judged(a: float | None, b: float | None, target: float, form: str = "{:.2f}") -> str:
-    """``a/b`` formatted, in bold if it is over ``target``; an em dash if unknown."""
-    if a is None or not b:
+def judged(value: float | None, target: float, form: str = "{:.2f}") -> str:
+    """``value`` formatted, in bold if it is over ``target``; an em dash if unknown."""
+    if value is None:
         return "—"
-    text = form.format(a / b)
-    return f"**{text}**" if a / b > target else text
+    text = form.format(value)
+    return f"**{text}**" if value > target else text
 
 
 def secs(x: float | None) -> str:
@@ -557,12 +563,13 @@ def render(benches: list[Bench], meta: dict, args: argparse.Namespace) -> str:
         for tag, plain, cold, warm, tm_warm, edit in rows:
             w, c = m(warm), m("collect")
             alone = m("affected") if edit else None
+            least = c + alone if alone and c else None  # collect-only + the affected tests
             per_test, record = b.median_store(cold, "per test"), b.median_store(cold, "median")
-            out.append(f"| {b.label}{tag} | {judged(m(cold), m(plain), b.cold_target())} "
-                       f"| {judged(w, c, WARM_TARGET)} "
-                       f"| {judged(w, m(tm_warm) if tm_warm else None, TESTMON_TARGET)} "
-                       f"| {judged(m(edit), c + alone, EDIT_TARGET) if alone and c else '—'} "
-                       f"| {judged(per_test, 1, BYTES_TARGET, '{:,.0f}')} "
+            out.append(f"| {b.label}{tag} | {judged(quotient(m(cold), m(plain)), b.cold_target())} "
+                       f"| {judged(quotient(w, c), WARM_TARGET)} "
+                       f"| {judged(quotient(w, m(tm_warm) if tm_warm else None), TESTMON_TARGET)} "
+                       f"| {judged(quotient(m(edit), least), EDIT_TARGET)} "
+                       f"| {judged(per_test, BYTES_TARGET, '{:,.0f}')} "
                        f"| {'—' if record is None else f'{record:,.0f}'} "
                        f"| {ratio(m(edit) if edit else None, m(plain))} | {counts_ok} |")
     if floor_rows:
@@ -612,7 +619,7 @@ def render(benches: list[Bench], meta: dict, args: argparse.Namespace) -> str:
             out.append(f"| {b.label} | {name} "
                        f"| {' / '.join(f'{r.seconds:.2f}' for r in runs)} "
                        f"| {fmt_counts(runs[0].counts)}{varies}{bad} | {runs[0].vault or ''} |")
-    done = min((len(b.of(v.name)) for b in benches for v in selected_variants(args, b)),
+    done = min((len(b.of(v.name)) for b in benches for v in selected_variants(args, b.env.suite)),
                default=0)
     if done < args.runs:
         out[4:4] = [f"**Incomplete: stopped before every variant had {args.runs} runs; "
@@ -687,7 +694,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     if bad:
         p.error(f"unknown suite/variant: {', '.join(sorted(bad))}")
     chosen = {v.name for v in selected_variants(args)}
-    if len(args.python) > 1 and any(v.endswith("-n2") for v in chosen):
+    if len(args.python) > 1 and chosen & {v.name for v in XDIST_VARIANTS}:
         p.error("-n 2 variants are timed with one --python at a time: side by side, the "
                 "interpreters' processes would share the workers' cores")
     if "vault-edit" in chosen and "vault-cold" not in chosen and args.runs > 1:
@@ -697,13 +704,12 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     return args
 
 
-def selected_variants(args: argparse.Namespace, bench: Bench | None = None) -> list[Variant]:
-    """The variants to run, in run order (on ``bench``'s suite, if given)."""
+def selected_variants(args: argparse.Namespace, suite: suites.Suite | None = None) -> list[Variant]:
+    """The variants to run, in run order (on ``suite``, if given)."""
     chosen = VARIANTS + (XDIST_VARIANTS if args.xdist else [])
     if args.variants:
         chosen = [v for v in ALL_VARIANTS.values() if v.name in args.variants]
-    if bench is not None:
-        suite = bench.env.suite
+    if suite is not None:
         wanted = suite.testmon if args.testmon_suites is None else suite.name in args.testmon_suites
         if not wanted:
             chosen = [v for v in chosen if v.tool != "testmon"]
@@ -752,7 +758,7 @@ def run_lanes(lanes: list[list[Bench]], args: argparse.Namespace, report) -> Non
         try:
             for rep in range(1, args.runs + 1):
                 for bench in benches:
-                    for v in selected_variants(args, bench):
+                    for v in selected_variants(args, bench.env.suite):
                         if STOPPING.is_set():
                             return
                         bench.run(v, rep)
