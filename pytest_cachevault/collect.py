@@ -70,13 +70,17 @@ def _parts(suffix: str) -> list[str]:
     return parts
 
 
-def stored_items(module: pytest.Collector, items: list[tuple[pytest.Item, Shape]]) -> list | None:
+def stored_items(module: pytest.Collector, items: list[tuple[pytest.Item, Shape]]) -> dict | None:
     """What a collection record keeps of ``module``'s tests, or None if it cannot stand in.
 
     Only test functions (unittest methods included) can: their node ids extend the
-    module's and their locations are under the rootdir."""
+    module's and their locations are under the rootdir. Each test is ``[node id
+    suffix, line, shape]`` (plus its name if its node id does not end with it, and its
+    whole location if not in the module under its dotted suffix): a shape (marks and
+    words) is written once in ``shapes`` for all the tests that have it."""
     prefix = module.nodeid + "::"
     stored = []
+    shapes: dict[str, int] = {}
     for item, (marks, words) in items:
         location = item.location
         if (
@@ -90,11 +94,15 @@ def stored_items(module: pytest.Collector, items: list[tuple[pytest.Item, Shape]
             else [mark.name, _jsonable(list(mark.args)), _jsonable(mark.kwargs)]
             for mark in marks
         ]
-        stored.append([
-            item.nodeid[len(prefix) :], item.name, [location[0], location[1], location[2]],
-            stored_marks, words,
-        ])
-    return stored
+        shape = json.dumps([stored_marks, words])
+        suffix = item.nodeid[len(prefix) :]
+        parts = _parts(suffix)
+        usual = location[0] == module.nodeid and location[2] == ".".join(parts)
+        entry = [suffix, location[1] if usual else list(location), shapes.setdefault(shape, len(shapes))]
+        if item.name != parts[-1]:
+            entry.append(item.name)
+        stored.append(entry)
+    return {"items": stored, "shapes": [json.loads(shape) for shape in shapes]}
 
 
 def _is_location(value: object) -> bool:
@@ -128,25 +136,38 @@ def _ends_with(suffix: str, name: str) -> bool:
     return all(parts) and parts[-1] == name
 
 
-def valid_items(value: object) -> list | None:
-    """A record's items if they have the shape :func:`stored_items` gives (the store is untrusted)."""
-    if not isinstance(value, list) or not value:
+def _is_shape(value: object) -> bool:
+    return (
+        isinstance(value, list)
+        and len(value) == 2
+        and isinstance(value[0], list)
+        and all(_is_mark(mark) for mark in value[0])
+        and isinstance(value[1], list)
+        and all(isinstance(word, str) for word in value[1])
+    )
+
+
+def valid_items(payload: dict) -> list | None:
+    """A collection record's tests as ``[suffix, name, location, marks, words]``, if the
+    record has the shape :func:`stored_items` gives (the store is untrusted)."""
+    items, shapes, module = payload.get("items"), payload.get("shapes"), payload.get("nodeid")
+    if not (isinstance(items, list) and items and isinstance(shapes, list) and isinstance(module, str)
+            and all(_is_shape(shape) for shape in shapes)):
         return None
-    for entry in value:
-        if not (
-            isinstance(entry, list)
-            and len(entry) == 5
-            and isinstance(entry[0], str)
-            and isinstance(entry[1], str)
-            and _ends_with(entry[0], entry[1])
-            and _is_location(entry[2])
-            and isinstance(entry[3], list)
-            and all(_is_mark(mark) for mark in entry[3])
-            and isinstance(entry[4], list)
-            and all(isinstance(word, str) for word in entry[4])
-        ):
+    expanded = []
+    for entry in items:
+        if not (isinstance(entry, list) and len(entry) in (3, 4) and isinstance(entry[0], str)):
             return None
-    return value
+        suffix, location, shape = entry[:3]
+        parts = _parts(suffix)
+        name = entry[3] if len(entry) == 4 else parts[-1]
+        if location is None or type(location) is int:
+            location = [module, location, ".".join(parts)]
+        if not (isinstance(name, str) and _ends_with(suffix, name) and _is_location(location)
+                and type(shape) is int and 0 <= shape < len(shapes)):
+            return None
+        expanded.append([suffix, name, location, *shapes[shape]])
+    return expanded
 
 
 class StoredItem(pytest.Item):

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import time
 
-from . import audit
+from . import audit, records
 from .inputs import Dependencies, env_digest, input_path, is_group, is_safe_relpath
 from .store import Store, is_name
 
@@ -39,28 +39,35 @@ def _group_lines(deps: Dependencies, group: dict, indent: str) -> list[str]:
 
 
 def describe(store: Store, deps: Dependencies, key: str, nodeid: str) -> list[str]:
-    """Lines describing every stored result of ``nodeid`` under this environment."""
+    """Lines describing every stored result of ``nodeid`` under this environment, in the
+    order a lookup tries them (``key``: its module's results)."""
     lines = [f"inputs recorded for {nodeid}:"]
-    candidates = list(store.candidates(key))
+    found = []
+    for candidate in store.candidates(key):
+        tests = candidate.payload.get("tests")
+        entry = tests.get(nodeid) if isinstance(tests, dict) else None
+        if isinstance(entry, dict):
+            found.append((candidate.payload, entry))
     if key in store.ignored:
         lines.append(f"  {store.ignored[key]} (PYTEST_VAULT_KEY is set; only records signed with it count)")
-    if not candidates:
+    if not found:
         return [*lines, "  no record under this environment (new, or the environment changed)"]
-    for number, candidate in enumerate(candidates, 1):
-        payload = candidate.payload
+    for number, (payload, entry) in enumerate(found, 1):
         created = payload.get("created")
         when = time.strftime("%Y-%m-%d %H:%M", time.localtime(created)) if isinstance(created, int) else "?"
-        own = payload.get("inputs")
-        lines.append(f"  record {number} of {len(candidates)}, made {when}, outcome {payload.get('outcome')}")
-        if not is_group(own):
+        lines.append(f"  record {number} of {len(found)}, made {when}, outcome {entry.get('outcome')}")
+        joined = records.whole(payload, entry)
+        if joined is None:
             lines.append("    (malformed inputs)")
             continue
+        own = joined["inputs"]
         verdict = deps.changed(own)
         lines.extend(_group_lines(deps, own, "    "))
-        for name in payload.get("shared", []):
+        for name in joined["shared"]:
             group = store.get_object(name) if is_name(name) else None
             if not is_group(group):
                 lines.append("    shared import state: missing from the store")
+                verdict = verdict or "shared import state missing"
                 continue
             state = deps.changed(group) or "unchanged"
             sizes = ", ".join(f"{len(group.get(k, {}))} {k}" for k in (*_KINDS, "external"))

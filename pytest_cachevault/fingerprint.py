@@ -23,7 +23,7 @@ from .config import ENV_KEY, VaultConfig
 from .hashing import Hasher, digest_bytes
 
 #: Bump when the meaning of keys or records changes: old records then simply miss.
-FORMAT = 2
+FORMAT = 3
 
 #: Options that only select, order, display or distribute tests. Every other option,
 #: including those of plugins we do not know, is assumed to change outcomes.
@@ -167,9 +167,20 @@ def environment_digest(components: dict[str, object]) -> str:
     return digest_bytes(json.dumps(components, sort_keys=True).encode())
 
 
-def key_of(environment_id: str, nodeid: str) -> str:
-    """The store key of one test: its node id under one environment."""
-    return digest_bytes(f"{FORMAT}\0{environment_id}\0{nodeid}".encode())
+def key_of(environment_id: str, name: str) -> str:
+    """A store key: ``name`` under one environment."""
+    return digest_bytes(f"{FORMAT}\0{environment_id}\0{name}".encode())
+
+
+def module_of(nodeid: str) -> str:
+    """The part of a node id that names its file (``tests/test_x.py``)."""
+    return nodeid.split("::", 1)[0]
+
+
+def results_key(environment_id: str, nodeid: str) -> str:
+    """The store key of the results of the test module ``nodeid`` is in (a NUL never
+    occurs in a node id)."""
+    return key_of(environment_id, f"\0results\0{module_of(nodeid)}")
 
 
 def describe_change(old: object, new: dict[str, object]) -> str | None:

@@ -1,6 +1,9 @@
 """Pruning the store: by age, then least recently used first until it fits a size.
 
-A record's mtime is its last use. Objects are removed once no record refers to them;
+A record's mtime is its last use. A test module's result files go oldest made first
+(a file counts as used when an older one of its module was): removing a newer file
+while keeping an older one could let the older result (a pass) stand in for the newer
+(a failure). Objects are removed once no record refers to them;
 an unreferenced object or temp file younger than :data:`GRACE_SECONDS` is left alone
 because a concurrent writer may be about to refer to it (it writes objects before the
 record). One collector at a time, under a file lock; readers and writers never wait.
@@ -18,7 +21,7 @@ from pathlib import Path
 
 import filelock
 
-from .store import COLLECTIONS, RESULTS, Store, StoreError, is_name
+from .store import COLLECTIONS, RESULTS, Store, StoreError, is_name, record_key_and_name
 
 GRACE_SECONDS = 3600.0
 
@@ -55,8 +58,42 @@ def format_size(n: int) -> str:
 
 
 def _references(payload: dict) -> list[str]:
-    names = [payload.get("env"), *(payload.get("shared") or [])]
-    return [n for n in names if is_name(n)]
+    """The objects a record names: its environment and shared input sets (its tests' too)."""
+    names = [payload.get("env")]
+    for holder in (payload, *_entries(payload)):
+        shared = holder.get("shared")
+        if isinstance(shared, list):
+            names.extend(shared)
+    return list({n for n in names if is_name(n)})
+
+
+def _entries(payload: dict) -> list[dict]:
+    tests = payload.get("tests")
+    return [e for e in tests.values() if isinstance(e, dict)] if isinstance(tests, dict) else []
+
+
+def _older(path: Path, damaged: list[tuple[str, str]]) -> bool:
+    """Whether ``path`` is a result file made before a damaged one of its key: it must
+    not outlive it (the reader does the same)."""
+    if not damaged:
+        return False
+    key, name = record_key_and_name(path)
+    return any(key == k and name < n for k, n in damaged)
+
+
+def _in_making_order(live: list[tuple[float, Path, int, list[str], bool]]) -> None:
+    """Give each result file the latest use of the files of its key made up to it, so
+    that a key's newer files never look less used than its older ones."""
+    by_key: dict[str, list[int]] = {}
+    for index, (_, path, _, _, is_result) in enumerate(live):
+        if is_result:
+            by_key.setdefault(record_key_and_name(path)[0], []).append(index)
+    for indexes in by_key.values():
+        latest_use = 0.0
+        for index in sorted(indexes, key=lambda i: record_key_and_name(live[i][1])[1]):
+            mtime, *rest = live[index]
+            latest_use = max(latest_use, mtime)
+            live[index] = (latest_use, *rest)  # type: ignore[assignment]
 
 
 def collect(store: Store, max_size: int, max_age: float, now: float | None = None) -> Collected:
@@ -102,21 +139,30 @@ def _collect(store: Store, max_size: int, max_age: float, now: float, grace: flo
         if st.st_mtime < now - max_age:
             remove(path, st.st_size)
 
-    # Records, oldest use first; unreadable ones and those past max_age go now.
+    # Records, oldest use first (a key's oldest made first on ties); unreadable ones,
+    # result files made before an unreadable one of their key, and those past
+    # max_age go now.
     # Collection records are pruned alike but not counted: they are worth nothing
     # without the test results they list.
     live: list[tuple[float, Path, int, list[str], bool]] = []
+    damaged: list[tuple[str, str]] = []
     for area in (RESULTS, COLLECTIONS):
         for path, st in store.iter_records(area):
             found = store.read_record(path)
             if found.status == "missing":
                 continue
-            if found.status == "bad" or st.st_mtime < now - max_age:
+            if found.status == "bad":
                 remove(path, st.st_size)
                 result.records_removed += area == RESULTS
+                if area == RESULTS:
+                    damaged.append(record_key_and_name(path))
             else:
                 live.append((st.st_mtime, path, st.st_size, _references(found.payload or {}), area == RESULTS))
-    live.sort()
+    _in_making_order(live)
+    for _, path, size, _, is_result in (e for e in live if e[0] < now - max_age or _older(e[1], damaged)):
+        remove(path, size)
+        result.records_removed += is_result
+    live = sorted(e for e in live if e[0] >= now - max_age and not _older(e[1], damaged))
 
     refcount: Counter[str] = Counter(name for *_, refs, _ in live for name in refs)
     objects = {name: (path, st) for name, path, st in store.iter_objects()}

@@ -261,7 +261,7 @@ def _describe(config: pytest.Config, vault: vault_config.VaultConfig, nodeid: st
     deps = Dependencies(config.rootpath, hasher, excluded)
     environment_id = fingerprint.environment_digest(fingerprint.environment(config, vault, hasher))
     store = Store(vault.directory, readonly=vault.readonly, key=vault.key)
-    return explain.describe(store, deps, fingerprint.key_of(environment_id, nodeid), nodeid)
+    return explain.describe(store, deps, fingerprint.results_key(environment_id, nodeid), nodeid)
 
 
 def _spare_the_exit_collection() -> None:
@@ -417,6 +417,7 @@ class VaultPlugin:
             if verdict.reports is not None and not verdict.warnings:
                 self._replayed_any = True
                 replay.emit(item, verdict.reports, verdict.warnings)
+                self._leaving(item, nextitem)
             else:
                 self._decided = (item, verdict)
                 hook.pytest_runtest_protocol(item=item, nextitem=nextitem)
@@ -479,14 +480,21 @@ class VaultPlugin:
     # tryfirst: outside pytest's warning capture, which reports a test's warnings
     # after its protocol, so they are known when the record is written.
     @pytest.hookimpl(wrapper=True, tryfirst=True)
-    def pytest_runtest_protocol(self, item: pytest.Item):
+    def pytest_runtest_protocol(self, item: pytest.Item, nextitem: pytest.Item | None):
         decided, self._decided = self._decided, None
         verdict = decided[1] if decided is not None and decided[0] is item else self._verdict(item)
-        if verdict.reports is not None:
-            self._replayed_any = True
-            return (yield)
-        if isinstance(item, collect.StoredItem):  # the Replayer runs the real test instead
-            return (yield)
+        try:
+            if verdict.reports is not None:
+                self._replayed_any = True
+                return (yield)
+            if isinstance(item, collect.StoredItem):  # the Replayer runs the real test instead
+                return (yield)
+            return (yield from self._traced(item))
+        finally:
+            self._leaving(item, nextitem)
+
+    def _traced(self, item: pytest.Item):
+        """The protocol of a test that runs: traced, and recorded afterwards."""
         self._reports = []
         self._warnings = []
         self.tracer.push()
@@ -501,6 +509,10 @@ class VaultPlugin:
                     lambda: self.session.record(item, self._reports, self._warnings, executed),
                     None,
                 )
+
+    def _leaving(self, item: pytest.Item, nextitem: pytest.Item | None) -> None:
+        self._guard(f"storing the results of {item.path.name}",
+                    lambda: self.session.leaving(item.nodeid, nextitem and nextitem.nodeid), None)
 
     @pytest.hookimpl(wrapper=True, tryfirst=True)
     def pytest_runtest_setup(self, item: pytest.Item):
@@ -530,6 +542,7 @@ class VaultPlugin:
     # -- the end ------------------------------------------------------------------------
     def pytest_sessionfinish(self, session: pytest.Session) -> None:
         self.tracer.trace_children(None)
+        self._guard("storing the results", self.session.finish, None)
         if self._replayed_any:
             _spare_the_exit_collection()
         for problem in self.session.problems + self.session.store.problems:

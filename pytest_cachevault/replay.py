@@ -33,6 +33,9 @@ _RUN_FIELDS = ("node", "worker_id", "item_index", "testrun_uid", REPORT_ATTRIBUT
 #: Report fields in seconds, kept to the microsecond (pytest shows milliseconds at most).
 _TIMES = ("duration", "start", "stop")
 _ROOT_TOKEN = "{vault-rootdir}"
+#: Shared report fields left out when they hold these values (most tests' do), and
+#: put back on replay; the node id is the entry's name in its result file.
+_DEFAULTS = {"longrepr": None, "user_properties": [], "sections": []}
 _rebuilder_key = pytest.StashKey["Callable[[dict], object]"]()
 #: pytest's own report decoders, and the field by which its subtests plugin claims a report.
 _PYTEST_DECODERS = ("_pytest.reports", "_pytest.subtests")
@@ -58,7 +61,8 @@ def _from_text(text: str, root: str) -> Any:
 
 def to_stored(config: pytest.Config, reports: list[pytest.TestReport]) -> str:
     """The reports of one test as the JSON text a record keeps: ``{"common": fields all
-    reports share, "reports": [the other fields of each]}``."""
+    reports share, "reports": [the other fields of each]}``, without the node id and
+    the shared fields that hold their usual value (:data:`_DEFAULTS`)."""
     datas = []
     for report in reports:
         data = config.hook.pytest_report_to_serializable(config=config, report=report)
@@ -71,6 +75,10 @@ def to_stored(config: pytest.Config, reports: list[pytest.TestReport]) -> str:
     first, rest = datas[0], datas[1:]
     common = {k: v for k, v in first.items() if all(k in d and d[k] == v for d in rest)}
     own = [{k: v for k, v in data.items() if k not in common} for data in datas]
+    common.pop("nodeid", None)
+    for field, usual in _DEFAULTS.items():
+        if field in common and common[field] == usual:
+            del common[field]
     return _to_text({"common": common, "reports": own}, str(config.rootpath))
 
 
@@ -109,8 +117,9 @@ def _rebuilder(config: pytest.Config) -> Callable[[dict], object]:
     return rebuild
 
 
-def from_stored(config: pytest.Config, stored: object) -> list[pytest.TestReport]:
-    """Rebuild reports from a record's text, marked as cached; :class:`BadRecord` if impossible."""
+def from_stored(config: pytest.Config, stored: object, nodeid: str) -> list[pytest.TestReport]:
+    """Rebuild the reports of test ``nodeid`` from a record's text, marked as cached;
+    :class:`BadRecord` if impossible."""
     if not isinstance(stored, str):
         raise BadRecord("reports are not JSON text")
     reports = []
@@ -121,7 +130,8 @@ def from_stored(config: pytest.Config, stored: object) -> list[pytest.TestReport
             raise BadRecord("reports of an unknown shape")
         rebuild = _rebuilder(config)
         for fields in own:
-            report = rebuild({**common, **fields})
+            # The default lists are shared, but _tuples gives each report its own.
+            report = rebuild({"nodeid": nodeid, **_DEFAULTS, **common, **fields})
             if not isinstance(report, pytest.TestReport):
                 raise BadRecord("not a test report")
             _tuples(report)

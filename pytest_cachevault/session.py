@@ -16,11 +16,11 @@ from pathlib import Path
 
 import pytest
 
-from . import audit, collect, fingerprint, replay
+from . import audit, collect, fingerprint, records, replay
 from .config import VaultConfig
 from .hashing import Hasher, digest_bytes
 from .inputs import Dependencies, Group, empty_group, env_group, is_group
-from .store import COLLECTIONS, RESULTS, Candidate, Store, StoreError, is_name
+from .store import COLLECTIONS, Candidate, Store, StoreError, is_name
 from .trace import Executed, Tracer
 
 NEW = "new"
@@ -76,13 +76,12 @@ class VaultSession:
         #: build()``), which every later test sees. Shared by every later record.
         self.late_import_functions: set[tuple[str, str]] = set()
         self._objects: dict[str, Group | None] = {}
-        #: What :meth:`_changed` found for each record name (its inputs) since the
-        #: files were last stat'ed: most tests of a module share their inputs.
-        self._checked: dict[str, str | None] = {}
+        #: What :meth:`_changed` found for each collection record name (its inputs),
+        #: result file (its common inputs) and entry since the files were last stat'ed.
+        self._checked: dict[object, str | None] = {}
         self._checked_when: tuple[int, bool] = (-1, False)
-        #: Records (and keys) read while deciding on a stand-in, until the test's own lookup.
-        self._read_ahead: dict[str, list[Candidate]] = {}
-        self._test_keys: dict[str, str] = {}
+        #: The result files of the test modules this run is in (or decided stand-ins for).
+        self._modules: dict[str, records.ModuleResults] = {}
         self._conftests_of: dict[Path, tuple[str, ...]] = {}
         self._import_state: tuple[tuple, str | None] = ((), None)
         self.environment = fingerprint.environment(config, vault, hasher)
@@ -102,24 +101,21 @@ class VaultSession:
             self._objects[name] = value if is_group(value) else None  # type: ignore[index]
         return self._objects[name]  # type: ignore[index]
 
-    def _changed_candidate(self, candidate: Candidate) -> str | None:
-        """:meth:`_changed` for a stored candidate, once per record name while no code runs."""
-        if not candidate.name:
-            return self._changed(candidate.payload)
+    def _remembered(self, what: object, check: Callable[[], str | None]) -> str | None:
+        """``check()`` once for ``what`` while no code runs (files are not stat'ed again)."""
         when = (self.hasher.generation, self.deps.baseline is None)
         if when != self._checked_when:
             self._checked.clear()
             self._checked_when = when
-        if candidate.name not in self._checked:
-            self._checked[candidate.name] = self._changed(candidate.payload)
-        return self._checked[candidate.name]
+        if what not in self._checked:
+            self._checked[what] = check()
+        return self._checked[what]
 
-    def _changed(self, payload: dict) -> str | None:
-        """The first input of a record that differs now ("" if the record is malformed)."""
-        own, shared = payload.get("inputs"), payload.get("shared")
+    def _changed(self, own: object, shared: object) -> str | None:
+        """The first of these inputs that differs now ("" if they are malformed)."""
         if not is_group(own) or not isinstance(shared, list):
             return ""
-        changed = self.deps.changed(own)
+        changed = self.deps.changed(own)  # type: ignore[arg-type]
         for name in shared:
             if changed is not None:
                 break
@@ -127,53 +123,66 @@ class VaultSession:
             changed = "" if group is None else self.deps.changed_shared(name, group)
         return changed
 
-    def _unchanged(self, key: str, changes: list[str], area: str = RESULTS) -> Iterator[Candidate]:
-        """The candidates of ``key`` whose inputs are unchanged; the first change goes to ``changes``."""
-        candidates = self._read_ahead.pop(key, None)
-        for candidate in self.store.candidates(key, area) if candidates is None else candidates:
-            changed = self._changed_candidate(candidate)
-            if changed is None:
-                yield candidate
-            elif not changes:
-                changes.append(changed)
+    def _entry_changed(self, candidate: Candidate, nodeid: str, entry: dict) -> str | None:
+        """The first input of a stored test result that differs now: the file's common
+        inputs (checked once per file), then the test's own."""
+        payload = candidate.payload
+        changed = self._remembered(candidate.path, lambda: self._changed(payload.get("common"), []))
+        if changed is not None:
+            return changed
+        return self._remembered(
+            (candidate.path, nodeid),
+            lambda: self._changed(entry.get("inputs"), entry.get("shared", payload.get("shared"))),
+        )
+
+    def _module(self, nodeid: str) -> records.ModuleResults:
+        module = fingerprint.module_of(nodeid)
+        found = self._modules.get(module)
+        if found is None:
+            key = fingerprint.results_key(self.environment_id, nodeid)
+            found = self._modules[module] = records.ModuleResults(self.store, key)
+        return found
 
     def may_stand_in(self, nodeid: str) -> bool:
         """Whether a stand-in may take the test's place: it would be replayed now (its
         reports are not parsed yet), or it never ran (deselected so far: should it be
         selected now, its real module is collected when it is reached).
 
-        The records read are kept for the test's lookup, which checks them again: a
+        The files read are kept for the test's lookup, which checks them again: a
         test that runs in between may change what they depend on."""
-        key = self._test_keys[nodeid] = fingerprint.key_of(self.environment_id, nodeid)
-        read = self._read_ahead[key] = []
-        for candidate in self.store.candidates(key):  # the most recently used first
-            read.append(candidate)
-            if self._changed_candidate(candidate) is None:
-                return candidate.payload.get("outcome") == "passed"
-        return not read and key not in self.store.ignored
+        module = self._module(nodeid)
+        found = False
+        for candidate, entry in module.entries(nodeid):
+            if self._entry_changed(candidate, nodeid, entry) is None:
+                return entry.get("outcome") == "passed"
+            found = True
+        return not found and module.key not in self.store.ignored
 
     def lookup(self, nodeid: str) -> Verdict:
         changes: list[str] = []
-        key = self._test_keys.pop(nodeid, None) or fingerprint.key_of(self.environment_id, nodeid)
-        for candidate in self._unchanged(key, changes):
-            payload = candidate.payload
-            if payload.get("outcome") == "failed":
+        module = self._module(nodeid)
+        for candidate, entry in module.entries(nodeid):
+            changed = self._entry_changed(candidate, nodeid, entry)
+            if changed is not None:
+                changes.append(changed)
+                continue
+            if entry.get("outcome") == "failed":
                 return Verdict(None, FAILED_LAST_TIME, FAILED_LAST_TIME)
-            if payload.get("outcome") == UNCACHEABLE:
-                return Verdict(None, UNCACHEABLE, f"{UNCACHEABLE}: {payload.get('why', '')}")
+            if entry.get("outcome") == UNCACHEABLE:
+                return Verdict(None, UNCACHEABLE, f"{UNCACHEABLE}: {entry.get('why', '')}")
             try:
-                reports = replay.from_stored(self.config, payload.get("reports"))
+                reports = replay.from_stored(self.config, entry.get("reports"), nodeid)
             except replay.BadRecord as exc:
                 self.problems.append(f"unusable record for {nodeid}: {exc}")
                 continue
-            self.store.touch(candidate)
-            stored_warnings = payload.get("warnings")
+            module.replayed(candidate)
+            stored_warnings = entry.get("warnings")
             if not isinstance(stored_warnings, list):
                 stored_warnings = []
             return Verdict(reports, replay.CACHED, warnings=stored_warnings)
         if not changes:
-            if key in self.store.ignored:  # PYTEST_VAULT_KEY set, records not signed with it
-                return Verdict(None, NEW, self.store.ignored[key])
+            if module.key in self.store.ignored:  # PYTEST_VAULT_KEY set, records not signed with it
+                return Verdict(None, NEW, self.store.ignored[module.key])
             if self.environment_change:
                 return Verdict(None, NEW, f"environment: {self.environment_change}")
             return Verdict(None, NEW, NEW)
@@ -182,8 +191,15 @@ class VaultSession:
     def stored_collection(self, relpath: str) -> list | None:
         """The tests of a test module as its unchanged collection record lists them, if any."""
         key = collect.collection_key(self.environment_id, relpath)
-        candidate = next(self._unchanged(key, [], COLLECTIONS), None)
-        return None if candidate is None else collect.valid_items(candidate.payload.get("items"))
+        for candidate in self.store.candidates(key, COLLECTIONS):
+            payload = candidate.payload
+            changed = self._remembered(
+                candidate.name or candidate.path,
+                lambda: self._changed(payload.get("inputs"), payload.get("shared")),
+            )
+            if changed is None:
+                return collect.valid_items(payload)
+        return None
 
     # -- recording --------------------------------------------------------------------
     def _uncacheable(self, executed: Executed) -> str:
@@ -283,15 +299,58 @@ class VaultSession:
             outcome = "failed"
         else:
             outcome = "passed"
-        failed = outcome != "passed"
-        self._put(fingerprint.key_of(self.environment_id, item.nodeid), own, {
-            "nodeid": item.nodeid,
+        entry = {
             "outcome": outcome,
-            "why": why,
-            "duration": sum(report.duration for report in reports),
-            "reports": "[]" if failed else replay.to_stored(self.config, reports),
-            "warnings": [replay.warning_to_stored(self.config, w) for w in caught],
-        })
+            "reports": "[]" if outcome != "passed" else replay.to_stored(self.config, reports),
+            "inputs": own,
+            "shared": [],
+        }
+        if why:
+            entry["why"] = why
+        if caught:
+            entry["warnings"] = [replay.warning_to_stored(self.config, w) for w in caught]
+        try:
+            entry["shared"] = [self._import_state_name()]
+            module = self._module(item.nodeid)
+            if module.record(item.nodeid, entry):
+                self._write(module)
+        except StoreError as exc:
+            self._unwritable(exc)
+
+    def leaving(self, nodeid: str, next_nodeid: str | None) -> None:
+        """The run is done with ``nodeid``: if ``next_nodeid`` is in another test
+        module, write what it recorded of this one, and forget what it read."""
+        module = fingerprint.module_of(nodeid)
+        if next_nodeid is not None and fingerprint.module_of(next_nodeid) == module:
+            return
+        found = self._modules.get(module)
+        if found is not None:
+            self._write(found)
+            found.release()
+
+    def finish(self) -> None:
+        """Write what the run recorded of the modules it has not left yet."""
+        for module in self._modules.values():
+            self._write(module)
+
+    def _write(self, module: records.ModuleResults) -> None:
+        if not self.writable:
+            return
+        try:
+            module.write(self._environment_name())
+        except StoreError as exc:
+            self._unwritable(exc)
+
+    def _environment_name(self) -> str:
+        """The environment, stored once per run as an object (for ``--vault-explain``
+        and for a reader of the store; the key already depends on it)."""
+        if self._environment_object is None:
+            self._environment_object = self.store.put_object(self.environment)
+        return self._environment_object
+
+    def _unwritable(self, exc: StoreError) -> None:
+        self.writable = False
+        self.problems.append(f"{exc}; results of this run are not stored")
 
     def record_collection(self, module: pytest.Collector,
                           items: list[tuple[pytest.Item, collect.Shape]]) -> None:
@@ -305,37 +364,19 @@ class VaultSession:
         own = self._inputs(module.path, collected)
         if own is None:
             return
-
-        def payload() -> dict | None:
-            stored = collect.stored_items(module, items)
-            return None if stored is None else {"nodeid": module.nodeid, "items": stored}
-
         key = collect.collection_key(self.environment_id, relpath)  # type: ignore[arg-type]
-        self._put(key, own, payload, COLLECTIONS)
-
-    def _put(self, key: str, own: Group, payload: dict | Callable[[], dict | None],
-             area: str = RESULTS) -> None:
-        """Write a record: ``own`` inputs, the shared ones, and ``payload``.
-
-        A payload given as a function is one the inputs determine (a collection): it is
-        only made if no record of these inputs is stored yet, and may decline (None)."""
         try:
-            if self._environment_object is None:
-                self._environment_object = self.store.put_object(self.environment)
             shared = [self._import_state_name()]
             name = digest_bytes(json.dumps([own, shared], sort_keys=True).encode())
-            if callable(payload):
-                if self.store.keep_record(key, name, area):
-                    return
-                payload = payload()
-                if payload is None:
-                    return
-            record = {**payload, "inputs": own, "shared": shared, "env": self._environment_object,
-                      "created": int(time.time())}
-            self.store.put_record(key, name, record, area)
+            if self.store.keep_record(key, name, COLLECTIONS):
+                return
+            stored = collect.stored_items(module, items)
+            if stored is not None:
+                record = {**stored, "nodeid": module.nodeid, "inputs": own, "shared": shared,
+                          "env": self._environment_name(), "created": int(time.time())}
+                self.store.put_record(key, name, record, COLLECTIONS)
         except StoreError as exc:
-            self.writable = False
-            self.problems.append(f"{exc}; results of this run are not stored")
+            self._unwritable(exc)
 
 
 def _combined(executed: Executed, helpers: list[Executed]) -> Executed:

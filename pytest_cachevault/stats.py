@@ -1,6 +1,7 @@
 """``--vault-stats``: what the store holds and how often recent runs replayed.
 
-Reads the store only (no pytest, no tracing), like :mod:`gc`.
+Reads the store only (no pytest, no tracing), like :mod:`gc`. Entries count test
+results: a test recorded by several runs (branches, edits) counts once per run.
 """
 
 from __future__ import annotations
@@ -48,8 +49,9 @@ def _when(timestamp: float) -> str:
 
 def gather(store: Store) -> Stats:
     stats = Stats(runs=store.recent_runs())
-    for _, st in store.iter_records():
-        stats.records += 1
+    for path, st in store.iter_records():
+        tests = (store.read_record(path).payload or {}).get("tests")
+        stats.records += len(tests) if isinstance(tests, dict) else 0
         stats.size += st.st_size
         stats.oldest_use = min(st.st_mtime, stats.oldest_use or st.st_mtime)
         stats.newest_use = max(st.st_mtime, stats.newest_use or st.st_mtime)

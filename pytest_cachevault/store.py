@@ -3,15 +3,21 @@
 Knows nothing of pytest. Layout::
 
     <dir>/CACHEDIR.TAG
-    <dir>/v2/records/<key[:2]>/<key>.<name>.json      candidate results of one test key
-    <dir>/v2/collections/<key[:2]>/<key>.<name>.json  the same for what a test module held
-    <dir>/v2/objects/<id[:2]>/<id>.json               shared input sets, named by content
-    <dir>/v2/runs/<ms>-<random>.json                  one line of counts per finished run
-    <dir>/v2/tmp/                                     staging for write-then-rename
+    <dir>/v3/records/<key[:2]>/<key>.<name>.json      results of a key, one file per run
+    <dir>/v3/collections/<key[:2]>/<key>.<name>.json  what a test module held, by inputs
+    <dir>/v3/objects/<id[:2]>/<id>.json               shared input sets, named by content
+    <dir>/v3/runs/<ms>-<random>.json                  one line of counts per finished run
+    <dir>/v3/tmp/                                     staging for write-then-rename
+
+A key has several records (candidates). In ``collections`` a record is named by its
+inputs, and the most recently used is read first. In ``records`` a record is named by
+when it was made (:func:`sequence_name`), and the newest made is read first: a newer
+result (a failure) must not be shadowed by an older one that a later run merely used.
+For the same reason a record there that fails a check hides the older ones of its key
+(and goes with them, if it is removed), and pruning removes the oldest made first.
 
 A run lists each shard of records it needs once (256 directories at most) rather
-than one directory per test: on a warm run of tens of thousands of tests, opening a
-directory per test cost more than reading the records.
+than one directory per key.
 
 Every file is written to ``tmp/`` and renamed into place, so readers see whole files
 or nothing, a killed writer leaves at most a stray temp file, and two writers of the
@@ -53,14 +59,17 @@ from pathlib import Path
 from .hashing import digest_bytes
 
 SCHEMA = 1
-#: The directory layout; bumped when files move (records keep their schema).
-LAYOUT = "v2"
-MAX_CANDIDATES = 8
+#: The directory layout; bumped when files move or change meaning. A store of an
+#: older layout is left alone (``--vault-gc`` does not touch it either).
+LAYOUT = "v3"
 #: How stale a record's last-use time may get before a hit updates it.
 TOUCH_INTERVAL_NS = 3600 * 10**9
 #: The areas records live in: test results, and test modules' collections.
 RESULTS = "records"
 COLLECTIONS = "collections"
+#: Records kept per key: test modules' results (one per run that ran some of its
+#: tests, read only as far as needed), and collections (one per version of a module).
+MAX_CANDIDATES = {RESULTS: 32, COLLECTIONS: 8}
 #: Run summaries kept (for ``--vault-stats``); older ones go at the next write.
 MAX_RUNS = 100
 CACHEDIR_TAG = (
@@ -256,25 +265,38 @@ class Store:
         return listing.setdefault(key, [])
 
     def candidates(self, key: str, area: str = RESULTS) -> Iterator[Candidate]:
-        """Stored results for ``key``, most recently used first; bad files are skipped.
+        """Stored records of ``key``, in the order they are to be tried (see the module
+        docstring); bad files are skipped, and in ``records`` end the list.
 
-        Called once per test on every run: plain ``os`` calls on strings, and no
-        ordering ``stat`` when there is one candidate (the common case)."""
+        Plain ``os`` calls on strings, and no ordering ``stat`` when there is one
+        candidate (the common case) or when names give the order."""
         listed = self._listed(key, area)
         if len(listed) == 1:
             paths = listed
+        elif area == RESULTS:
+            paths = _newest_made_first(listed)
         else:
-            stamped = []
-            for path in listed:
-                try:
-                    stamped.append((os.lstat(path).st_mtime_ns, path))
-                except OSError:
-                    continue
-            paths = [path for _, path in sorted(stamped, reverse=True)]
-        for path in paths[:MAX_CANDIDATES]:
+            paths = self._by_use(listed)
+        for index, path in enumerate(paths[: MAX_CANDIDATES[area]]):
             found = self._read_record(path, key, area)
             if found.payload is not None:
                 yield Candidate(path, found.payload, found.used_ns, _name_of(path))
+            elif area == RESULTS and found.status != "missing":
+                if found.status == "bad":  # removed: the older results must not show through
+                    for older in paths[index + 1 :]:
+                        self._clear(older)
+                return
+
+    @staticmethod
+    def _by_use(paths: list[str]) -> list[str]:
+        """``paths`` most recently used first; those gone meanwhile are left out."""
+        stamped = []
+        for path in paths:
+            try:
+                stamped.append((os.lstat(path).st_mtime_ns, path))
+            except OSError:
+                continue
+        return [path for _, path in sorted(stamped, reverse=True)]
 
     def _read_record(self, path: str | Path, key: str, area: str) -> ReadRecord:
         """A record file, checked against its checksum (and signature) before parsing.
@@ -338,18 +360,21 @@ class Store:
         self._note(_IGNORED_WARNINGS[why])
         return ReadRecord("unsigned" if why == UNSIGNED else "badly signed")
 
-    def put_record(self, key: str, name: str, payload: dict, area: str = RESULTS) -> Path:
-        """Store ``payload`` as the candidate ``name`` of ``key``, replacing one of that name.
+    def put_record(self, key: str, name: str | None, payload: dict, area: str = RESULTS) -> Path:
+        """Store ``payload`` as the record ``name`` of ``key``, replacing one of that name.
 
-        Callers name a record by its inputs, so that recording a test again with the same
-        inputs refreshes its record instead of adding one."""
-        if not (is_name(key) and is_name(name)):
+        In ``collections`` callers name a record by its inputs, so that recording a
+        module again with the same inputs refreshes its record instead of adding one. In
+        ``records`` they pass None, and the store names it by when it is made."""
+        if not is_name(key) or not (name is None or is_name(name)):
             raise ValueError("record keys and names are hex digests")
         directory = self._shard(key, area)
+        body = _canonical(payload)
+        if name is None:
+            name = sequence_name(self._listed(key, area), body)
         path = directory / f"{key}.{name}.json"
         if self.readonly:
             return path
-        body = _canonical(payload)
         signature = b',"hmac":"%s"' % self._signature(area, key, name, body).encode() if self.key else b""
         data = b'{"schema":%d,"checksum":"%s"%s,"payload":%s}' % (
             SCHEMA, digest_bytes(body).encode(), signature, body,
@@ -361,22 +386,26 @@ class Store:
         listed = self._listed(key, area)
         if str(path) not in listed:
             listed.append(str(path))
-            self._trim(listed)
+            self._trim(listed, area)
         return path
 
-    def _trim(self, listed: list[str]) -> None:
-        """Keep at most :data:`MAX_CANDIDATES` records per key (the newest)."""
-        if len(listed) <= MAX_CANDIDATES:
+    def remove_record(self, key: str, path: str | Path, area: str = RESULTS) -> None:
+        """Remove a record of ``key`` this run wrote and has since superseded."""
+        listed = self._listed(key, area)
+        if str(path) in listed:
+            listed.remove(str(path))
+            self.remove(Path(path))
+
+    def _trim(self, listed: list[str], area: str) -> None:
+        """Keep at most :data:`MAX_CANDIDATES` records per key: the newest made, or
+        the most recently used."""
+        limit = MAX_CANDIDATES[area]
+        if len(listed) <= limit:
             return
-        stamped = []
-        for path in listed:
-            try:
-                stamped.append((os.lstat(path).st_mtime_ns, path))
-            except OSError:
-                stamped.append((0, path))
-        for _, path in sorted(stamped, reverse=True)[MAX_CANDIDATES:]:
+        ordered = _newest_made_first(listed) if area == RESULTS else self._by_use(listed)
+        for path in ordered[limit:]:
             self._clear(path)
-            listed.remove(path)
+        listed[:] = ordered[:limit]
 
     def keep_record(self, key: str, name: str, area: str = RESULTS) -> bool:
         """If a sound record ``name`` of ``key`` is stored (and signed, with a key), mark
@@ -623,6 +652,26 @@ class Store:
                 if last or exc.errno not in (errno.EISDIR, errno.ENOTEMPTY, errno.EEXIST):
                     raise self._cannot_write(exc) from exc
                 self._problem(path, "a directory where a file should be")
+
+
+def sequence_name(listed: list[str], body: bytes) -> str:
+    """A name for a new record among ``listed`` that sorts after theirs: the time in
+    nanoseconds (later than the newest listed even if this machine's clock is behind
+    the one that wrote it) then a digest of the content, all hex."""
+    newest = max((_stamp(path) for path in listed), default=-1)
+    return f"{max(time.time_ns(), newest + 1):016x}{digest_bytes(body)[:32]}"
+
+
+def _newest_made_first(paths: list[str]) -> list[str]:
+    return sorted(paths, key=lambda path: (_stamp(path), path), reverse=True)
+
+
+def _stamp(path: str) -> int:
+    name = _name_of(path)
+    try:
+        return int(name[:16], 16) if len(name) == 48 else -1
+    except ValueError:
+        return -1
 
 
 def record_key_and_name(path: str | Path) -> tuple[str, str]:

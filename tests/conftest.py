@@ -260,22 +260,37 @@ def no_traceback(result: pytest.RunResult) -> None:
 
 
 def record_of(store: Path, nodeid: str) -> Path:
-    """The one record file of ``nodeid`` in ``store`` (found by the node id it holds)."""
+    """The one result file holding ``nodeid`` in ``store`` (a file holds a test module's
+    results of one run)."""
     from pytest_cachevault.store import Store
 
     vault = Store(store)
     found = [
         path
         for path, _ in vault.iter_records()
-        if (vault.read_record(path).payload or {}).get("nodeid") == nodeid
+        if nodeid in (vault.read_record(path).payload or {}).get("tests", {})
     ]
-    assert len(found) == 1, f"{len(found)} records of {nodeid} in {store}"
+    assert len(found) == 1, f"{len(found)} result files hold {nodeid} in {store}"
     return found[0]
 
 
+def stored_tests(store: Path) -> list[str]:
+    """The node ids of the results in a store, once per file holding one."""
+    from pytest_cachevault.store import Store
+
+    vault = Store(store)
+    return sorted(
+        nodeid
+        for path, _ in vault.iter_records()
+        for nodeid in (vault.read_record(path).payload or {}).get("tests", {})
+    )
+
+
 def record_files(store: Path) -> list[str]:
-    """The record files of a store, relative to it."""
-    records = store / "v2" / "records"
+    """The result files of a store, relative to it."""
+    from pytest_cachevault.store import LAYOUT, RESULTS
+
+    records = store / LAYOUT / RESULTS
     return sorted(p.relative_to(store).as_posix() for p in records.rglob("*.json")) if records.exists() else []
 
 

@@ -12,12 +12,16 @@ import subprocess
 
 import pytest
 
+from pytest_cachevault.store import LAYOUT
+
 from conftest import (
     BASIC_IDS,
     RANLOG_MODULE,
     no_traceback,
+    record_files,
     store_files,
     store_snapshot,
+    stored_tests,
     vault_counts,
     vault_reasons,
     vault_warnings,
@@ -113,7 +117,9 @@ def test_read_only_store(workers, basic_project, run_vault, ran_log):
 
 
 #: Makes the store's disk full after as many writes as the file ``<project>.capacity``
-#: (outside the project) says; the write that does not fit writes half, then fails.
+#: (outside the project) says (``N``: any files; ``N results``: test modules' result
+#: files, the other writes fitting until then); the write that does not fit writes
+#: half, then fails.
 FULL_DISK_CONFTEST = """
     import errno
     import os
@@ -126,12 +132,20 @@ FULL_DISK_CONFTEST = """
     _written = []
 
 
+    def _counted(data):
+        limit, _, what = CAPACITY.read_text().partition(" ")
+        # A result file's payload (canonical JSON) starts with its "common" inputs.
+        return int(limit) if what != "results" or b'"payload":{"common":' in data[:256] else None
+
+
     def _filling_write_file(path, data):
-        if CAPACITY.exists() and len(_written) >= int(CAPACITY.read_text()):
+        limit = _counted(data) if CAPACITY.exists() else None
+        if limit is not None and len(_written) >= limit:
             with open(path, "wb") as f:
                 f.write(data[: len(data) // 2])
             raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), path)
-        _written.append(path)
+        if limit is not None:
+            _written.append(path)
         _write_file(path, data)
 
 
@@ -140,27 +154,31 @@ FULL_DISK_CONFTEST = """
 
 
 def _many_tests_project(root):
+    """Ten tests in five modules (a run writes a result file per module), one failing."""
     return write_files(
         root,
         {
             "ranlog.py": RANLOG_MODULE,
             "conftest.py": FULL_DISK_CONFTEST,
-            "test_many.py": """
-                import pytest
+            **{
+                f"test_many_{m}.py": f"""
+                    import pytest
 
-                from ranlog import ran
+                    from ranlog import ran
 
 
-                @pytest.mark.parametrize("n", range(10))
-                def test_n(n):
-                    ran()
-                    assert n < 9
-            """,
+                    @pytest.mark.parametrize("n", range({2 * m}, {2 * m + 2}))
+                    def test_n(n):
+                        ran()
+                        assert n < 9
+                """
+                for m in range(5)
+            },
         },
     )
 
 
-def _capacity(project, writes: int | None) -> None:
+def _capacity(project, writes: int | str | None) -> None:
     marker = project.resolve().with_name(project.resolve().name + ".capacity")
     if writes is None:
         marker.unlink(missing_ok=True)
@@ -170,12 +188,12 @@ def _capacity(project, writes: int | None) -> None:
 
 @pytest.mark.parametrize("workers", WORKERS)
 def test_disk_fills_up_during_the_run(workers, pytester, run_vault, ran_log):
-    """The first records fit; from the write that does not, nothing more is stored."""
+    """The first result files fit; from the write that does not, nothing more is stored."""
     _xdist(workers)
     project = _many_tests_project(pytester.path)
-    # CACHEDIR.TAG, the environment, the import state, the test module's collection
-    # record and a test record or two fit (per worker: each counts its own writes).
-    _capacity(project, 6)
+    # Two test modules' result files fit (per worker: each counts its own writes); five
+    # are written (more if the workers split a module), so one worker runs out.
+    _capacity(project, "2 results")
     result = run_vault(*workers)
     no_traceback(result)
     assert result.ret == 1
@@ -185,8 +203,10 @@ def test_disk_fills_up_during_the_run(workers, pytester, run_vault, ran_log):
         f"cannot write to the vault at {run_vault.store}: No space left on device (ENOSPC); "
         "results of this run are not stored"
     ]
-    assert list((run_vault.store / "v2" / "tmp").iterdir()) == []  # the half-written file is gone
-    stored = len(list((run_vault.store / "v2" / "records").rglob("*.json")))
+    assert list((run_vault.store / LAYOUT / "tmp").iterdir()) == []  # the half-written file is gone
+    files = len(record_files(run_vault.store))
+    assert (1 <= files <= 4) if workers else files == 2  # serially: test_many_0.py and _1.py
+    stored = len(stored_tests(run_vault.store))
     assert 1 <= stored < 10
 
     _capacity(project, None)

@@ -10,6 +10,9 @@ from __future__ import annotations
 import textwrap
 
 import pytest
+
+from pytest_cachevault.store import COLLECTIONS, LAYOUT
+
 from conftest import (
     edit,
     executed,
@@ -382,7 +385,7 @@ def test_an_unchanged_collection_record_is_kept_not_rewritten(pytester, run_vaul
     run_vault()
 
     def collection_records() -> dict[str, int]:
-        area = run_vault.store / "v2" / "collections"
+        area = run_vault.store / LAYOUT / COLLECTIONS
         return {path.name: path.stat().st_ino for path in area.glob("*/*.json")}
 
     before = collection_records()

@@ -13,20 +13,21 @@ from pathlib import Path
 import pytest
 
 from pytest_cachevault import gc
-from pytest_cachevault.store import Store
+from pytest_cachevault.store import LAYOUT, Store
 
 from conftest import (
     RANLOG_MODULE,
     age,
     inner_command,
     no_traceback,
+    stored_tests,
     subprocess_env,
     vault_counts,
     vault_warnings,
     write_files,
 )
 
-#: Hangs in the middle of writing the store's N-th test record (N from
+#: Hangs in the middle of writing the store's N-th result file (N from
 #: ``<project>.hang``, outside the project; a test module's collection record does not
 #: count) after writing half of it, and says so in ``<project>.hanging``.
 HANGING_CONFTEST = """
@@ -43,7 +44,7 @@ HANGING_CONFTEST = """
 
 
     def _hanging_write_file(path, data):
-        if data.startswith(b'{"schema":') and b'"items":[' not in data and HANG.exists():
+        if data.startswith(b'{"schema":') and b'"tests":{' in data and HANG.exists():
             _records.append(path)
             if len(_records) == int(HANG.read_text()):
                 with open(path, "wb") as f:
@@ -56,31 +57,33 @@ HANGING_CONFTEST = """
     store._write_file = _hanging_write_file
 """
 
-TESTS = 60
+#: Test modules of the project, and tests in each; a run writes a module's results
+#: when it leaves it. The 8th test of every other module fails.
+MODULES = 6
+PER_MODULE = 10
+TESTS = MODULES * PER_MODULE
+FAILING = MODULES // 2
 
 
 def _project(root: Path) -> Path:
-    return write_files(
-        root,
-        {
-            "ranlog.py": RANLOG_MODULE,
-            "conftest.py": HANGING_CONFTEST,
-            "test_many.py": f"""
-                import time
+    modules = {
+        f"test_m{m}.py": f"""
+            import time
 
-                import pytest
+            import pytest
 
-                from ranlog import ran
+            from ranlog import ran
 
 
-                @pytest.mark.parametrize("n", range({TESTS}))
-                def test_n(n):
-                    ran()
-                    time.sleep(0.01)
-                    assert n % 20 != 7
-            """,
-        },
-    )
+            @pytest.mark.parametrize("n", range({PER_MODULE}))
+            def test_n(n):
+                ran()
+                time.sleep(0.01)
+                assert {m % 2} or n != 7
+        """
+        for m in range(MODULES)
+    }
+    return write_files(root, {"ranlog.py": RANLOG_MODULE, "conftest.py": HANGING_CONFTEST, **modules})
 
 
 def _start(project: Path, store: Path, basetemp: Path, *args: str) -> subprocess.Popen:
@@ -116,35 +119,36 @@ def _wait_for(condition, process: subprocess.Popen, timeout: float = 60) -> bool
     pytest.fail("the run neither got there nor ended")
 
 
-def _records(store: Path) -> int:
-    return sum(1 for _ in (store / "v2" / "records").rglob("*.json")) if (store / "v2").exists() else 0
+def _stored_tests(store: Path) -> int:
+    return len(stored_tests(store))
 
 
 def test_killed_while_writing_a_record(pytester, run_vault, ran_log, tmp_path):
     project = _project(pytester.path).resolve()
     hang = project.with_name(project.name + ".hang")
     hanging = project.with_name(project.name + ".hanging")
-    hang.write_text("5")
+    hang.write_text("3")
     process = _start(project, run_vault.store, tmp_path / "basetemp")
     try:
-        assert _wait_for(hanging.exists, process), "the run ended before its 5th record"
+        assert _wait_for(hanging.exists, process), "the run ended before its 3rd result file"
     finally:
         _kill(process)
     assert process.returncode == -signal.SIGKILL
     hang.unlink()
     stray = Path(hanging.read_text())
-    assert stray.parent == run_vault.store / "v2" / "tmp"
+    assert stray.parent == run_vault.store / LAYOUT / "tmp"
     assert stray.exists() and stray.stat().st_size > 0
-    assert _records(run_vault.store) == 4
+    assert _stored_tests(run_vault.store) == 2 * PER_MODULE  # the two modules written whole
     ran_log.take()
 
     result = run_vault()
     no_traceback(result)
-    result.assert_outcomes(passed=TESTS - 3, failed=3)
+    result.assert_outcomes(passed=TESTS - FAILING, failed=FAILING)
     assert vault_warnings(result) == []
-    assert vault_counts(result) == (4, TESTS - 4)  # the four whole records replay
-    assert len(ran_log.take()) == TESTS - 4
-    assert vault_counts(run_vault()) == (TESTS - 3, 3)
+    replayed = 2 * PER_MODULE - 1  # the failure of test_m0.py runs again
+    assert vault_counts(result) == (replayed, TESTS - replayed)
+    assert len(ran_log.take()) == TESTS - replayed
+    assert vault_counts(run_vault()) == (TESTS - FAILING, FAILING)
 
     fresh = run_vault("--vault-gc")
     assert fresh.ret == 0
@@ -155,20 +159,21 @@ def test_killed_while_writing_a_record(pytester, run_vault, ran_log, tmp_path):
     assert old.ret == 0
     old.stdout.fnmatch_lines(["vault gc: removed 0 records, 0 objects and 1 temp files*"])
     assert list(stray.parent.iterdir()) == []
-    assert vault_counts(run_vault()) == (TESTS - 3, 3)
+    assert vault_counts(run_vault()) == (TESTS - FAILING, FAILING)
 
 
 def test_killed_at_random_moments(pytester, run_vault, ran_log, tmp_path):
-    """Serial and xdist runs killed after a random number of records, several times over."""
+    """Serial and xdist runs killed after a random number of tests ran, several times over."""
     project = _project(pytester.path)
     chance = random.Random(os.environ.get("PYTEST_XDIST_TESTRUNUID", "") + str(time.time()))
     kills = 0
     for attempt in range(6):
         args = ["-n", "2"] if attempt % 2 and _has_xdist() else []
-        target = _records(run_vault.store) + chance.randint(1, 20)
+        ran_log.take()
+        target = chance.randint(1, 15)
         process = _start(project, run_vault.store, tmp_path / f"basetemp{attempt}", *args)
         try:
-            reached = _wait_for(lambda: _records(run_vault.store) >= target, process)
+            reached = _wait_for(lambda: _lines(ran_log.path) >= target, process)
             time.sleep(chance.random() * 0.05)
         finally:
             _kill(process)
@@ -178,10 +183,10 @@ def test_killed_at_random_moments(pytester, run_vault, ran_log, tmp_path):
 
     result = run_vault()
     no_traceback(result)
-    result.assert_outcomes(passed=TESTS - 3, failed=3)
+    result.assert_outcomes(passed=TESTS - FAILING, failed=FAILING)
     assert vault_warnings(result) == []
     again = run_vault()
-    assert vault_counts(again) == (TESTS - 3, 3)
+    assert vault_counts(again) == (TESTS - FAILING, FAILING)
     assert vault_warnings(again) == []
 
     # Whatever the kills left: every record and object reads back whole.
@@ -194,6 +199,13 @@ def test_killed_at_random_moments(pytester, run_vault, ran_log, tmp_path):
     collected = gc.collect(store, max_size=10**12, max_age=10**9)
     assert collected.temp_removed == len(leftovers)
     assert list(store.iter_tmp()) == []
+
+
+def _lines(path: Path) -> int:
+    try:
+        return path.read_bytes().count(b"\n")
+    except FileNotFoundError:
+        return 0
 
 
 def _has_xdist() -> bool:

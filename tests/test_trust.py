@@ -5,12 +5,11 @@ from __future__ import annotations
 
 import json
 import re
-import shutil
 
 import pytest
 
 from pytest_cachevault.hashing import digest_bytes
-from pytest_cachevault.store import COLLECTIONS, Store, record_key_and_name
+from pytest_cachevault.store import COLLECTIONS, LAYOUT, RESULTS, Store, record_key_and_name
 
 from conftest import (
     BASIC_IDS,
@@ -30,6 +29,15 @@ NEW_TEST = {"test_new.py": "from ranlog import ran\n\n\ndef test_new():\n    ran
 def explanations(result) -> dict[str, str]:
     section = result.stdout.str().split(" vault explain ", 1)[1]
     return dict(re.findall(r"^(test_\S+::\S+): (.+)$", section, re.MULTILINE))
+
+
+def replace_results(store_dir, record, payload) -> None:
+    """Put ``payload`` (checksum right, no signature) in place of every result file of
+    ``record``'s key: older files would otherwise be read for a test it holds changed."""
+    key, _ = record_key_and_name(record)
+    for path in record.parent.glob(f"{key}.*"):
+        path.unlink()
+    Store(store_dir).put_record(key, None, payload)
 
 
 # -- --vault-readonly --------------------------------------------------------------------
@@ -74,6 +82,7 @@ def test_read_only_without_a_store_runs_everything_and_creates_nothing(basic_pro
 def test_read_only_reports_a_damaged_record_and_leaves_it(basic_project, run_vault, ran_log):
     run_vault().assert_outcomes(passed=3)
     ran_log.take()
+    # The result file holding test_add holds the whole module's: all three re-run.
     damaged = record_of(run_vault.store, "test_basic.py::test_add")
     damaged.write_bytes(b"garbage")
 
@@ -81,10 +90,10 @@ def test_read_only_reports_a_damaged_record_and_leaves_it(basic_project, run_vau
         result = run_vault("--vault-readonly")
         no_traceback(result)
         result.assert_outcomes(passed=3)
-        assert vault_counts(result) == (2, 1)
-        assert ran_log.take() == ["test_basic.py::test_add"]
+        assert vault_counts(result) == (0, 3)
+        assert set(ran_log.take()) == BASIC_IDS
         [warning] = vault_warnings(result)
-        assert warning.startswith("record of an unknown schema or layout: v2/records/")
+        assert warning.startswith(f"record of an unknown schema or layout: {LAYOUT}/records/")
         assert damaged.read_bytes() == b"garbage"
 
 
@@ -96,7 +105,9 @@ OTHER_KEY = {"PYTEST_VAULT_KEY": "someone else's secret"}
 def test_signed_records_replay_with_the_key_and_without_it(basic_project, run_vault, ran_log):
     run_vault(env=KEY).assert_outcomes(passed=3)
     ran_log.take()
-    for record in (run_vault.store / "v2" / "records").rglob("*.json"):
+    records = list((run_vault.store / LAYOUT / RESULTS).rglob("*.json"))
+    assert records
+    for record in records:
         assert b'"hmac":"' in record.read_bytes()
         assert b"secret" not in record.read_bytes()
     assert vault_counts(run_vault(env=KEY)) == (3, 0)
@@ -159,16 +170,26 @@ POISON_PROJECT = {
 }
 
 
+def _rewrite_payload(record, payload) -> None:
+    """Put ``payload`` in the result file ``record`` with a right checksum, keeping the
+    signature the file had (if any)."""
+    data = record.read_bytes()
+    header = re.match(rb'\{"schema":(\d+),"checksum":"[0-9a-f]+"(,"hmac":"[0-9a-f]+")?,"payload":', data)
+    body = json.dumps(payload, sort_keys=True, separators=(",", ":")).encode()
+    record.write_bytes(
+        b'{"schema":%s,"checksum":"%s"%s,"payload":%s}'
+        % (header[1], digest_bytes(body).encode(), header[2] or b"", body)
+    )
+
+
 def _plant_good_record_as_bad(store) -> None:
     """What someone who can write the store, but has no key, can do: put the passing
-    test's record where the failing test's record is (its checksum stays right)."""
-    good = record_of(store, "test_poison.py::test_good")
-    bad = record_of(store, "test_poison.py::test_bad")
-    bad_key, _ = record_key_and_name(bad)
-    for record in bad.parent.glob(f"{bad_key}.*"):
-        record.unlink()
-    _, good_name = record_key_and_name(good)
-    shutil.copy(good, bad.parent / f"{bad_key}.{good_name}.json")
+    test's result where the failing test's result is, in the file holding both (its
+    checksum made right, its signature left as it was)."""
+    record = record_of(store, "test_poison.py::test_bad")
+    payload = Store(store).read_record(record).payload
+    payload["tests"]["test_poison.py::test_bad"] = payload["tests"]["test_poison.py::test_good"]
+    _rewrite_payload(record, payload)
 
 
 def test_without_a_key_the_store_is_trusted(pytester, run_vault):
@@ -189,22 +210,24 @@ def test_with_a_key_a_planted_record_is_ignored(pytester, run_vault):
     no_traceback(result)
     assert result.ret == pytest.ExitCode.TESTS_FAILED
     result.assert_outcomes(passed=1, failed=1)
-    assert vault_counts(result) == (1, 1)
-    assert explanations(result) == {"test_poison.py::test_bad": "record with a wrong signature ignored"}
+    # The planted file is the module's: both its tests are ignored, and run.
+    assert vault_counts(result) == (0, 2)
+    assert explanations(result) == {
+        nodeid: "record with a wrong signature ignored"
+        for nodeid in ("test_poison.py::test_good", "test_poison.py::test_bad")
+    }
 
 
 def test_a_forged_payload_is_ignored_with_a_key(pytester, run_vault):
     """Editing the failing test's record into a pass (checksum recomputed) does not verify."""
     write_files(pytester.path, POISON_PROJECT)
     assert run_vault(env=KEY).ret == pytest.ExitCode.TESTS_FAILED
-    good = record_of(run_vault.store, "test_poison.py::test_good")
-    bad = record_of(run_vault.store, "test_poison.py::test_bad")
-    good_payload = Store(run_vault.store).read_record(good).payload
-    forged = dict(good_payload, nodeid="test_poison.py::test_bad")
-    key, name = record_key_and_name(bad)
-    for record in bad.parent.glob(f"{key}.*"):
-        record.unlink()
-    written = Store(run_vault.store).put_record(key, name, forged)  # a right checksum, no signature
+    record = record_of(run_vault.store, "test_poison.py::test_bad")
+    forged = Store(run_vault.store).read_record(record).payload
+    forged["tests"]["test_poison.py::test_bad"] = forged["tests"]["test_poison.py::test_good"]
+    key, _ = record_key_and_name(record)
+    record.unlink()
+    written = Store(run_vault.store).put_record(key, None, forged)  # a right checksum, no signature
     data = written.read_bytes()
     written.write_bytes(
         data.replace(b',"payload":', b',"hmac":"' + b"0" * 64 + b'","payload":', 1)
@@ -213,7 +236,7 @@ def test_a_forged_payload_is_ignored_with_a_key(pytester, run_vault):
     assert run_vault("--vault-readonly").ret == pytest.ExitCode.OK  # no key: fooled
     result = run_vault(env=KEY)
     assert result.ret == pytest.ExitCode.TESTS_FAILED
-    assert vault_counts(result) == (1, 1)
+    assert vault_counts(result) == (0, 2)  # the forged file is the module's: both tests run
 
 
 # -- paths in records ------------------------------------------------------------------------
@@ -228,8 +251,8 @@ def test_a_record_naming_a_file_outside_the_rootdir_is_never_read(form, basic_pr
     record = record_of(run_vault.store, "test_basic.py::test_add")
     store = Store(run_vault.store)
     payload = store.read_record(record).payload
-    payload["inputs"]["file"][name] = digest_bytes(outside.read_bytes())
-    store.put_record(*record_key_and_name(record), payload)
+    payload["tests"]["test_basic.py::test_add"]["inputs"]["file"][name] = digest_bytes(outside.read_bytes())
+    replace_results(run_vault.store, record, payload)
 
     result = run_vault("--vault-explain")
     no_traceback(result)
@@ -237,7 +260,7 @@ def test_a_record_naming_a_file_outside_the_rootdir_is_never_read(form, basic_pr
     assert ran_log.take() == ["test_basic.py::test_add"]
     assert explanations(result)["test_basic.py::test_add"] == f"changed: {name} (not a path under the rootdir)"
 
-    store.put_record(*record_key_and_name(record), payload)  # the run replaced it
+    replace_results(run_vault.store, record, payload)  # the run superseded it for test_add
     described = run_vault("--vault-readonly", "--vault-explain=test_basic.py::test_add", "-v")
     described.stdout.fnmatch_lines([f"*file*{name}*not a path under the rootdir: never read"])
     assert replayed(described) == BASIC_IDS - {"test_basic.py::test_add"}
@@ -265,10 +288,11 @@ def test_a_replayed_warning_cannot_show_a_line_of_another_file(where, pytester, 
     record = record_of(run_vault.store, "test_warns.py::test_warns")
     store = Store(run_vault.store)
     payload = store.read_record(record).payload
-    warning = json.loads(payload["warnings"][0])
+    entry = payload["tests"]["test_warns.py::test_warns"]
+    warning = json.loads(entry["warnings"][0])
     warning.update(filename=str(secret), lineno=1)
-    payload["warnings"] = [json.dumps(warning)]
-    store.put_record(*record_key_and_name(record), payload)
+    entry["warnings"] = [json.dumps(warning)]
+    replace_results(run_vault.store, record, payload)
 
     result = run_vault()
     no_traceback(result)

@@ -13,13 +13,14 @@ from pathlib import Path
 
 import pytest
 
-from pytest_cachevault.store import Store
+from pytest_cachevault.store import LAYOUT, Store, record_key_and_name
 
 from conftest import (
     RANLOG_MODULE,
     no_traceback,
     record_files,
     record_of,
+    stored_tests,
     vault_counts,
     vault_warnings,
     write_files,
@@ -28,7 +29,7 @@ from conftest import (
 pytest.importorskip("xdist")
 
 #: A project of several modules with every outcome, fixtures of every scope, a data
-#: file and an environment variable; its conftest notes every record written.
+#: file and an environment variable; its conftest notes every test result written.
 PROJECT = {
     "ranlog.py": RANLOG_MODULE,
     "conftest.py": """
@@ -43,9 +44,9 @@ PROJECT = {
 
 
         def _noting_put_record(self, key, name, payload, *args, **kwargs):
-            if "items" not in payload:  # a test's record, not a test module's collection
+            if "tests" in payload:  # a test module's results, not its collection
                 with open(WRITES, "a", encoding="utf-8") as log:
-                    log.write(payload["nodeid"] + "\\n")
+                    log.writelines(nodeid + "\\n" for nodeid in payload["tests"])
             return _put_record(self, key, name, payload, *args, **kwargs)
 
 
@@ -201,7 +202,7 @@ def _writes(project: Path) -> collections.Counter:
 
 def test_two_workers_match_a_serial_run_outcome_for_outcome(pytester, run_pytest, ran_log, tmp_path):
     """Same outcomes, same tests replayed and run for the same reasons, same counts,
-    same records (each written once), in a serial run and under ``-n 2``."""
+    same results stored (each written once), in a serial run and under ``-n 2``."""
     project = write_files(pytester.path, PROJECT)
     seen = {}
     for mode, extra in (("serial", []), ("xdist", ["-n", "2"])):
@@ -223,6 +224,7 @@ def test_two_workers_match_a_serial_run_outcome_for_outcome(pytester, run_pytest
                 "writes": _writes(project),
             }
         seen[mode, "records"] = record_files(store)
+        seen[mode, "stored"] = stored_tests(store)
 
     serial, xdist = seen["serial", 1], seen["xdist", 1]
     assert serial["ret"] == pytest.ExitCode.TESTS_FAILED
@@ -244,8 +246,14 @@ def test_two_workers_match_a_serial_run_outcome_for_outcome(pytester, run_pytest
         "tests/test_errors.py::test_many[5]": "failed last time",
     }
     assert set(again["writes"]) == set(again["why"])  # only the tests that ran are written
-    assert seen["xdist", "records"] == seen["serial", "records"]
-    assert len(seen["serial", "records"]) == 24
+    # One result file per module per run (3 modules, then the 2 with a failure); under
+    # xdist a module's tests may be split between the workers, each writing a file.
+    assert len(seen["serial", "records"]) == 5
+    modules = {mode: {record_key_and_name(path)[0] for path in seen[mode, "records"]} for mode in ("serial", "xdist")}
+    assert len(modules["serial"]) == 3 and modules["xdist"] == modules["serial"]
+    assert len(seen["xdist", "records"]) >= 5
+    assert seen["xdist", "stored"] == seen["serial", "stored"]
+    assert len(seen["serial", "stored"]) == 24 + 3
 
 
 def test_explain_one_test_under_xdist(pytester, run_vault, ran_log):
@@ -265,18 +273,20 @@ def test_explain_one_test_under_xdist(pytester, run_vault, ran_log):
 
 
 def test_a_worker_s_warning_reaches_the_controller_once(pytester, run_vault, ran_log):
-    """A damaged record is found by the one worker that runs its test; the controller says so."""
+    """A damaged result file is found by the worker(s) running its module; the controller says so once."""
     write_files(pytester.path, PROJECT)
-    run_vault("-n", "2")
+    # Recorded serially: one result file per module (two workers may split a module).
+    run_vault()
     damaged = record_of(run_vault.store, "tests/test_data.py::test_count")
     damaged.write_bytes(damaged.read_bytes()[:40])
 
     result = run_vault("-n", "2")
     no_traceback(result)
     result.assert_outcomes(passed=17, failed=2, skipped=2, xfailed=1, xpassed=1, errors=1)
-    assert vault_counts(result) == (20, 4)
+    # The damaged file held test_data.py's 3 results: they re-run with the 3 failures.
+    assert vault_counts(result) == (18, 6)
     [warning] = vault_warnings(result)
-    assert warning.startswith("record of an unknown schema or layout: v2/records/")
+    assert warning.startswith(f"record of an unknown schema or layout: {LAYOUT}/records/")
     assert vault_warnings(run_vault("-n", "2")) == []
 
 

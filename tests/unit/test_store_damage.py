@@ -16,13 +16,14 @@ import uuid
 import pytest
 
 from pytest_cachevault import gc, store as store_module
-from pytest_cachevault.store import SCHEMA, Store, StoreError, record_key_and_name
+from pytest_cachevault.store import COLLECTIONS, LAYOUT, SCHEMA, Store, StoreError, record_key_and_name
 
 KEY = "ab" * 16
 
 
-def NAME() -> str:
-    return uuid.uuid4().hex
+def NAME() -> None:
+    """No name: the store names a result file by when it is made."""
+    return None
 
 
 
@@ -81,10 +82,11 @@ def test_a_file_where_a_shard_directory_should_be(store):
 
 
 def test_writing_removes_a_file_standing_where_a_directory_goes(store):
-    shard = store.records / KEY[:2]
+    # A collection record: its name is given, so writing it lists no shard first.
+    shard = store.collections / KEY[:2]
     shard.write_text("junk")
-    store.put_record(KEY, NAME(), {"n": 1})
-    assert _payloads(store) == [{"n": 1}]
+    store.put_record(KEY, "cd" * 16, {"n": 1}, COLLECTIONS)
+    assert [c.payload for c in store.candidates(KEY, COLLECTIONS)] == [{"n": 1}]
     assert store.problems == [f"a file where a directory should be: {shard.relative_to(store.directory)}"]
 
 
@@ -211,7 +213,7 @@ def test_gc_with_a_directory_for_its_lock(store):
     os.utime(stray, (past, past))
     result = gc.collect(store, max_size=10**9, max_age=10**9)
     assert result.temp_removed == 1
-    assert result.problems == ["not a regular file where the gc lock should be: v2/gc.lock"]
+    assert result.problems == [f"not a regular file where the gc lock should be: {LAYOUT}/gc.lock"]
     assert "vault warning: not a regular file where the gc lock should be" in result.describe()
 
 

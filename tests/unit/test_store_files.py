@@ -10,14 +10,14 @@ import uuid
 import pytest
 
 from pytest_cachevault import gc
-from pytest_cachevault.store import MAX_CANDIDATES, Store
+from pytest_cachevault.store import COLLECTIONS, MAX_CANDIDATES, RESULTS, Store
 
 KEY = "ab" * 16
 
 
-def NAME() -> str:
-    """A fresh record name (callers name records by their inputs)."""
-    return uuid.uuid4().hex
+def NAME() -> None:
+    """No name: the store names a result file by when it is made."""
+    return None
 
 
 
@@ -43,10 +43,37 @@ def test_same_name_replaces(store):
     assert [c.payload["n"] for c in store.candidates(KEY)] == [2]
 
 
-def test_candidates_are_capped(store):
-    for n in range(MAX_CANDIDATES + 3):
-        store.put_record(KEY, NAME(), {"n": n})
-    assert len(list(store.candidates(KEY))) == MAX_CANDIDATES
+@pytest.mark.parametrize("area", [RESULTS, COLLECTIONS])
+def test_candidates_are_capped_keeping_the_newest(store, area):
+    limit = MAX_CANDIDATES[area]
+    for n in range(limit + 3):
+        path = store.put_record(KEY, NAME() if area == RESULTS else uuid.uuid4().hex, {"n": n}, area)
+        os.utime(path, (time.time() - 100 + n,) * 2)  # used in the order made (collections' order)
+    assert [c.payload["n"] for c in store.candidates(KEY, area)] == list(range(limit + 2, 2, -1))
+    assert len(list((store.base / area / KEY[:2]).iterdir())) == limit
+
+
+def test_results_are_read_newest_made_first_whatever_was_used_last(store):
+    older = store.put_record(KEY, NAME(), {"outcome": "passed"})
+    store.put_record(KEY, NAME(), {"outcome": "failed"})
+    os.utime(older)  # a later run used the older file: it must not shadow the newer
+    assert [c.payload["outcome"] for c in store.candidates(KEY)] == ["failed", "passed"]
+
+
+def test_a_result_file_named_after_a_clock_ahead_still_comes_first(store):
+    ahead = f"{time.time_ns() + 3600 * 10**9:016x}" + "ab" * 16  # written on a machine an hour ahead
+    store.put_record(KEY, ahead, {"n": 1})
+    store.put_record(KEY, NAME(), {"n": 2})
+    assert [c.payload["n"] for c in store.candidates(KEY)] == [2, 1]
+
+
+def test_a_damaged_result_file_takes_the_older_ones_of_its_key_with_it(store):
+    older = store.put_record(KEY, NAME(), {"outcome": "passed"})
+    newer = store.put_record(KEY, NAME(), {"outcome": "failed"})
+    newer.write_bytes(newer.read_bytes()[:-5])
+    assert list(store.candidates(KEY)) == []
+    assert not older.exists() and not newer.exists()
+    assert store.problems == [f"record whose checksum does not match: {newer.relative_to(store.directory)}"]
 
 
 def test_object_round_trip_is_content_addressed(store):
@@ -120,9 +147,9 @@ def test_a_hit_marks_a_record_used_at_most_once_an_hour(store):
 
 
 def test_keep_record_only_keeps_a_sound_record(store):
-    name = NAME()
-    assert not store.keep_record(KEY, name)
-    path = store.put_record(KEY, name, {"n": 1})
-    assert store.keep_record(KEY, name)
+    name = "cd" * 16  # a collection record, named by its inputs
+    assert not store.keep_record(KEY, name, COLLECTIONS)
+    path = store.put_record(KEY, name, {"n": 1}, COLLECTIONS)
+    assert store.keep_record(KEY, name, COLLECTIONS)
     path.write_bytes(path.read_bytes().replace(b'"n":1', b'"n":2'))  # checksum no longer matches
-    assert not store.keep_record(KEY, name)
+    assert not store.keep_record(KEY, name, COLLECTIONS)

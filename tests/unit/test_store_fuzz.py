@@ -152,7 +152,7 @@ report_dicts = st.fixed_dictionaries(
 def test_stored_reports(reports, pytestconfig):
     """The reports of a record come back as TestReports or raise BadRecord, nothing else."""
     try:
-        rebuilt = replay.from_stored(pytestconfig, json.dumps(reports))
+        rebuilt = replay.from_stored(pytestconfig, json.dumps(reports), "test_x.py::test_y")
     except replay.BadRecord:
         return
     assert [r.when for r in rebuilt][0] == "setup" and rebuilt[-1].when == "teardown"
@@ -186,7 +186,9 @@ mark_entries = st.lists(
 def test_stored_collections(name, location, marks):
     """The marks of a test module's stored collection that pass the shape check can be
     put back on a stand-in (a bad name must be refused, not fail the collection)."""
-    items = collect.valid_items([[f"TestX::{name}", name, location, marks, ["TestX"]]])
+    items = collect.valid_items(
+        {"nodeid": "test_x.py", "items": [[f"TestX::{name}", location, 0, name]], "shapes": [[marks, ["TestX"]]]}
+    )
     if items is None:
         return
     for mark_name, args, kwargs in items[0][3]:
