@@ -80,7 +80,9 @@ def stored_items(module: pytest.Collector, items: list[tuple[pytest.Item, Shape]
     words) is written once in ``shapes`` for all the tests that have it."""
     prefix = module.nodeid + "::"
     stored = []
-    shapes: dict[str, int] = {}
+    #: Each distinct shape, by its JSON text, and its index in ``shapes``.
+    indexes: dict[str, int] = {}
+    shapes: list = []
     for item, (marks, words) in items:
         location = item.location
         if (
@@ -94,15 +96,18 @@ def stored_items(module: pytest.Collector, items: list[tuple[pytest.Item, Shape]
             else [mark.name, _jsonable(list(mark.args)), _jsonable(mark.kwargs)]
             for mark in marks
         ]
-        shape = json.dumps([stored_marks, words])
+        shape = [stored_marks, words]
+        index = indexes.setdefault(json.dumps(shape), len(shapes))
+        if index == len(shapes):
+            shapes.append(shape)
         suffix = item.nodeid[len(prefix) :]
         parts = _parts(suffix)
         usual = location[0] == module.nodeid and location[2] == ".".join(parts)
-        entry = [suffix, location[1] if usual else list(location), shapes.setdefault(shape, len(shapes))]
+        entry = [suffix, location[1] if usual else list(location), index]
         if item.name != parts[-1]:
             entry.append(item.name)
         stored.append(entry)
-    return {"items": stored, "shapes": [json.loads(shape) for shape in shapes]}
+    return {"items": stored, "shapes": shapes}
 
 
 def _is_location(value: object) -> bool:

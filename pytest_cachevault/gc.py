@@ -21,7 +21,7 @@ from pathlib import Path
 
 import filelock
 
-from .store import COLLECTIONS, RESULTS, Store, StoreError, is_name, record_key_and_name
+from .store import COLLECTIONS, RESULTS, Store, StoreError, is_name, made_order, record_key_and_name
 
 GRACE_SECONDS = 3600.0
 
@@ -72,13 +72,12 @@ def _entries(payload: dict) -> list[dict]:
     return [e for e in tests.values() if isinstance(e, dict)] if isinstance(tests, dict) else []
 
 
-def _older(path: Path, damaged: list[tuple[str, str]]) -> bool:
-    """Whether ``path`` is a result file made before a damaged one of its key: it must
-    not outlive it (the reader does the same)."""
-    if not damaged:
-        return False
-    key, name = record_key_and_name(path)
-    return any(key == k and name < n for k, n in damaged)
+def _older(path: Path, damaged: dict[str, tuple[int, str]]) -> bool:
+    """Whether ``path`` is a result file made before a damaged one of its key (``damaged``:
+    key → the newest damaged file's :func:`made_order`): it must not outlive it (the
+    reader does the same)."""
+    found = damaged.get(record_key_and_name(path)[0]) if damaged else None
+    return found is not None and made_order(path) < found
 
 
 def _in_making_order(live: list[tuple[float, Path, int, list[str], bool]]) -> None:
@@ -90,7 +89,7 @@ def _in_making_order(live: list[tuple[float, Path, int, list[str], bool]]) -> No
             by_key.setdefault(record_key_and_name(path)[0], []).append(index)
     for indexes in by_key.values():
         latest_use = 0.0
-        for index in sorted(indexes, key=lambda i: record_key_and_name(live[i][1])[1]):
+        for index in sorted(indexes, key=lambda i: made_order(live[i][1])):
             mtime, *rest = live[index]
             latest_use = max(latest_use, mtime)
             live[index] = (latest_use, *rest)  # type: ignore[assignment]
@@ -145,7 +144,7 @@ def _collect(store: Store, max_size: int, max_age: float, now: float, grace: flo
     # Collection records are pruned alike but not counted: they are worth nothing
     # without the test results they list.
     live: list[tuple[float, Path, int, list[str], bool]] = []
-    damaged: list[tuple[str, str]] = []
+    damaged: dict[str, tuple[int, str]] = {}
     for area in (RESULTS, COLLECTIONS):
         for path, st in store.iter_records(area):
             found = store.read_record(path)
@@ -155,14 +154,20 @@ def _collect(store: Store, max_size: int, max_age: float, now: float, grace: flo
                 remove(path, st.st_size)
                 result.records_removed += area == RESULTS
                 if area == RESULTS:
-                    damaged.append(record_key_and_name(path))
+                    key, order = record_key_and_name(path)[0], made_order(path)
+                    damaged[key] = max(order, damaged.get(key, order))
             else:
                 live.append((st.st_mtime, path, st.st_size, _references(found.payload or {}), area == RESULTS))
     _in_making_order(live)
-    for _, path, size, _, is_result in (e for e in live if e[0] < now - max_age or _older(e[1], damaged)):
-        remove(path, size)
-        result.records_removed += is_result
-    live = sorted(e for e in live if e[0] >= now - max_age and not _older(e[1], damaged))
+    kept_live = []
+    for entry in live:
+        _, path, size, _, is_result = entry
+        if entry[0] < now - max_age or _older(path, damaged):
+            remove(path, size)
+            result.records_removed += is_result
+        else:
+            kept_live.append(entry)
+    live = sorted(kept_live)
 
     refcount: Counter[str] = Counter(name for *_, refs, _ in live for name in refs)
     objects = {name: (path, st) for name, path, st in store.iter_objects()}

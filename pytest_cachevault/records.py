@@ -109,7 +109,8 @@ class ModuleResults:
         #: The file this run last wrote for the module: the next one supersedes it.
         self._written: str | None = None
         self._dirty = False
-        self._flushed = time.monotonic()
+        #: When the current visit's first result was recorded, or the last write.
+        self._flushed = 0.0
         self._touched: set[str] = set()
 
     def files(self) -> Iterator[Candidate]:

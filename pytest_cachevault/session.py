@@ -299,18 +299,17 @@ class VaultSession:
             outcome = "failed"
         else:
             outcome = "passed"
-        entry = {
-            "outcome": outcome,
-            "reports": "[]" if outcome != "passed" else replay.to_stored(self.config, reports),
-            "inputs": own,
-            "shared": [],
-        }
-        if why:
-            entry["why"] = why
-        if caught:
-            entry["warnings"] = [replay.warning_to_stored(self.config, w) for w in caught]
         try:
-            entry["shared"] = [self._import_state_name()]
+            entry = {
+                "outcome": outcome,
+                "reports": "[]" if outcome != "passed" else replay.to_stored(self.config, reports),
+                "inputs": own,
+                "shared": [self._import_state_name()],
+            }
+            if why:
+                entry["why"] = why
+            if caught:
+                entry["warnings"] = [replay.warning_to_stored(self.config, w) for w in caught]
             module = self._module(item.nodeid)
             if module.record(item.nodeid, entry):
                 self._write(module)

@@ -662,8 +662,14 @@ def sequence_name(listed: list[str], body: bytes) -> str:
     return f"{max(time.time_ns(), newest + 1):016x}{digest_bytes(body)[:32]}"
 
 
+def made_order(path: str | Path) -> tuple[int, str]:
+    """Sorts a key's result files in the order they were made (a name that is not a
+    :func:`sequence_name` sorts as the oldest)."""
+    return _stamp(str(path)), str(path)
+
+
 def _newest_made_first(paths: list[str]) -> list[str]:
-    return sorted(paths, key=lambda path: (_stamp(path), path), reverse=True)
+    return sorted(paths, key=made_order, reverse=True)
 
 
 def _stamp(path: str) -> int:
