@@ -37,6 +37,7 @@ import argparse
 import contextlib
 import dataclasses
 import datetime
+import gzip
 import hashlib
 import json
 import os
@@ -268,8 +269,11 @@ def store_size(directory: Path) -> dict[str, int]:
             total += size
             if path.parent.parent.name == "records":
                 try:
-                    held = len(json.loads(path.read_bytes())["payload"]["tests"])
-                except (ValueError, KeyError, TypeError):
+                    data = path.read_bytes()
+                    if path.name.endswith(".gz"):  # layout v4 on: gzip-compressed JSON
+                        data = gzip.decompress(data)
+                    held = len(json.loads(data)["payload"]["tests"])
+                except (OSError, EOFError, ValueError, KeyError, TypeError):
                     continue
                 tests += held
                 shares.extend([size // held] * held if held else [])

@@ -7,7 +7,9 @@ while keeping an older one could let the older result (a pass) stand in for the 
 an unreferenced object or temp file younger than :data:`GRACE_SECONDS` is left alone
 because a concurrent writer may be about to refer to it (it writes objects before the
 record). One collector at a time, under a file lock; readers and writers never wait.
-A record of a newer schema is kept (its refs unknown) and ages like the others.
+A record of a newer schema is kept (its refs unknown) and ages like the others. The
+directory of an older layout (what an earlier version of the plugin wrote) goes whole
+once nothing in it has been used for the age limit: that version may still be in use.
 """
 
 from __future__ import annotations
@@ -31,6 +33,9 @@ class Collected:
     records_removed: int = 0
     objects_removed: int = 0
     temp_removed: int = 0
+    #: The older layouts removed (``v3``...), and those kept because still in use.
+    layouts_removed: list[str] = dataclasses.field(default_factory=list)
+    layouts_kept: list[str] = dataclasses.field(default_factory=list)
     bytes_removed: int = 0
     records_kept: int = 0
     bytes_kept: int = 0
@@ -46,7 +51,14 @@ class Collected:
             f" and {self.temp_removed} temp files ({format_size(self.bytes_removed)}); kept"
             f" {self.records_kept} records ({format_size(self.bytes_kept)})"
         )
-        return "\n".join([line, *(f"vault warning: {problem}" for problem in self.problems)])
+        lines = [line]
+        if self.layouts_removed:
+            lines.append(f"vault gc: removed the store of older versions (layout {', '.join(self.layouts_removed)}),"
+                         " which this version does not read")
+        if self.layouts_kept:
+            lines.append(f"vault gc: kept the store of older versions (layout {', '.join(self.layouts_kept)}),"
+                         " used within the age limit; this version does not read it")
+        return "\n".join([*lines, *(f"vault warning: {problem}" for problem in self.problems)])
 
 
 def format_size(n: int) -> str:
@@ -95,6 +107,20 @@ def _in_making_order(live: list[tuple[float, Path, int, list[str], bool]]) -> No
             live[index] = (latest_use, *rest)  # type: ignore[assignment]
 
 
+def _newest_and_size(directory: Path) -> tuple[float, int]:
+    """The latest mtime of the files under ``directory`` (their last use) and their bytes;
+    links are not followed."""
+    newest, size = 0.0, 0
+    for parent, _, files in os.walk(directory):
+        for name in files:
+            try:
+                st = os.lstat(os.path.join(parent, name))
+            except OSError:
+                continue
+            newest, size = max(newest, st.st_mtime), size + st.st_size
+    return newest, size
+
+
 def collect(store: Store, max_size: int, max_age: float, now: float | None = None) -> Collected:
     """Prune ``store`` to records used within ``max_age`` seconds and ``max_size`` bytes."""
     now = time.time() if now is None else now
@@ -137,6 +163,14 @@ def _collect(store: Store, max_size: int, max_age: float, now: float, grace: flo
     for path, st in store.iter_runs():
         if st.st_mtime < now - max_age:
             remove(path, st.st_size)
+
+    for directory in store.old_layouts():
+        newest, size = _newest_and_size(directory)
+        if newest < now - max_age:
+            remove(directory, size)
+            result.layouts_removed.append(directory.name)
+        else:
+            result.layouts_kept.append(directory.name)
 
     # Records, oldest use first (a key's oldest made first on ties); unreadable ones,
     # result files made before an unreadable one of their key, and those past

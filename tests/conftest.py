@@ -288,10 +288,26 @@ def stored_tests(store: Path) -> list[str]:
 
 def record_files(store: Path) -> list[str]:
     """The result files of a store, relative to it."""
-    from pytest_cachevault.store import LAYOUT, RESULTS
+    from pytest_cachevault.store import LAYOUT, RESULTS, SUFFIX
 
     records = store / LAYOUT / RESULTS
-    return sorted(p.relative_to(store).as_posix() for p in records.rglob("*.json")) if records.exists() else []
+    return sorted(p.relative_to(store).as_posix() for p in records.rglob(f"*{SUFFIX}")) if records.exists() else []
+
+
+def unpacked(path: Path) -> bytes:
+    """The JSON a record or object file holds (the file is gzip-compressed): for a
+    record, ``{"schema":1,"checksum":"...",["hmac":"...",]"payload":...}``."""
+    from pytest_cachevault.store import _unpack
+
+    return _unpack(path.read_bytes())
+
+
+def write_packed(path: Path, data: bytes) -> None:
+    """Put ``data`` (JSON, or damaged JSON) in a record or object file, compressed as the
+    store compresses it: a reader gets past decompression to the checks behind it."""
+    from pytest_cachevault.store import _pack
+
+    path.write_bytes(_pack(data))
 
 
 # -- the environment and the runners -------------------------------------------------

@@ -134,8 +134,15 @@ FULL_DISK_CONFTEST = """
 
     def _counted(data):
         limit, _, what = CAPACITY.read_text().partition(" ")
-        # A result file's payload (canonical JSON) starts with its "common" inputs.
-        return int(limit) if what != "results" or b'"payload":{"common":' in data[:256] else None
+        # A result file's payload (canonical JSON, compressed) starts with its "common" inputs.
+        return int(limit) if what != "results" or b'"payload":{"common":' in _unpacked(data)[:256] else None
+
+
+    def _unpacked(data):
+        try:
+            return store._unpack(data)
+        except ValueError:  # not a record nor an object: CACHEDIR.TAG, a run summary
+            return data
 
 
     def _filling_write_file(path, data):

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from pytest_cachevault.hashing import digest_bytes
-from pytest_cachevault.store import COLLECTIONS, LAYOUT, Store, record_key_and_name
+from pytest_cachevault.store import COLLECTIONS, LAYOUT, SUFFIX, Store, record_key_and_name
 
 from conftest import (
     BASIC_IDS,
@@ -18,8 +18,10 @@ from conftest import (
     no_traceback,
     record_of,
     replayed,
+    unpacked,
     vault_counts,
     vault_warnings,
+    write_packed,
 )
 
 DAMAGED_ID = "test_basic.py::test_add"
@@ -27,26 +29,33 @@ DAMAGED_ID = "test_basic.py::test_add"
 
 def _import_state(record: Path) -> Path:
     """The shared import-state object a result file refers to."""
-    name = json.loads(record.read_bytes())["payload"]["shared"][0]
-    return record.parents[2] / "objects" / name[:2] / f"{name}.json"
+    name = json.loads(unpacked(record))["payload"]["shared"][0]
+    return record.parents[2] / "objects" / name[:2] / f"{name}{SUFFIX}"
 
 
 def _truncate(record: Path) -> None:
-    record.write_bytes(record.read_bytes()[:-30])
+    """Cut the end of the record's JSON (and compress what is left)."""
+    write_packed(record, unpacked(record)[:-30])
 
 
 def _garbage(record: Path) -> None:
+    """Bytes that are not gzip at all."""
     record.write_bytes(bytes(range(256)) * 3)
+
+
+def _garbage_inside_gzip(record: Path) -> None:
+    """Well-compressed bytes that are not a record."""
+    write_packed(record, bytes(range(256)) * 3)
 
 
 def _tamper(record: Path) -> None:
     """Change the payload without fixing the checksum."""
-    record.write_bytes(record.read_bytes().replace(b'"outcome":"passed"', b'"outcome":"failed"'))
+    write_packed(record, unpacked(record).replace(b'"outcome":"passed"', b'"outcome":"failed"'))
 
 
 def _future_schema(record: Path) -> None:
     body = b'{"nodeid":"x"}'
-    record.write_bytes(b'{"schema":7,"checksum":"%s","payload":%s}' % (digest_bytes(body).encode(), body))
+    write_packed(record, b'{"schema":7,"checksum":"%s","payload":%s}' % (digest_bytes(body).encode(), body))
 
 
 def _directory_for_record(record: Path) -> None:
@@ -60,7 +69,7 @@ def _file_for_shard_directory(record: Path) -> None:
 
 
 def _object_mismatch(record: Path) -> None:
-    _import_state(record).write_text('{"file": {}, "code": {}}')
+    write_packed(_import_state(record), b'{"file": {}, "code": {}}')
 
 
 def _directory_for_object(record: Path) -> None:
@@ -73,7 +82,8 @@ def _directory_for_object(record: Path) -> None:
 # loses its result: a result file holds the whole module's results of a run.
 DAMAGE = {
     "truncated-record": (_truncate, f"record whose checksum does not match: {LAYOUT}/records/"),
-    "garbage-record": (_garbage, f"record of an unknown schema or layout: {LAYOUT}/records/"),
+    "garbage-record": (_garbage, f"record that is not gzip-compressed JSON: {LAYOUT}/records/"),
+    "garbage-inside-gzip": (_garbage_inside_gzip, f"record of an unknown schema or layout: {LAYOUT}/records/"),
     "tampered-record": (_tamper, f"record whose checksum does not match: {LAYOUT}/records/"),
     "future-schema": (_future_schema, "record written by a newer pytest-cachevault (schema 7), left in place"),
     "directory-for-record": (_directory_for_record, "not a regular file where a record should be"),

@@ -11,7 +11,7 @@ import textwrap
 
 import pytest
 
-from pytest_cachevault.store import COLLECTIONS, LAYOUT
+from pytest_cachevault.store import COLLECTIONS, LAYOUT, SUFFIX
 
 from conftest import (
     edit,
@@ -386,7 +386,7 @@ def test_an_unchanged_collection_record_is_kept_not_rewritten(pytester, run_vaul
 
     def collection_records() -> dict[str, int]:
         area = run_vault.store / LAYOUT / COLLECTIONS
-        return {path.name: path.stat().st_ino for path in area.glob("*/*.json")}
+        return {path.name: path.stat().st_ino for path in area.glob(f"*/*{SUFFIX}")}
 
     before = collection_records()
     assert len(before) == 2

@@ -9,7 +9,7 @@ import re
 import pytest
 
 from pytest_cachevault.hashing import digest_bytes
-from pytest_cachevault.store import COLLECTIONS, LAYOUT, RESULTS, Store, record_key_and_name
+from pytest_cachevault.store import COLLECTIONS, LAYOUT, RESULTS, SUFFIX, Store, record_key_and_name
 
 from conftest import (
     BASIC_IDS,
@@ -17,10 +17,12 @@ from conftest import (
     record_of,
     replayed,
     store_snapshot,
+    unpacked,
     vault_counts,
     vault_reasons,
     vault_warnings,
     write_files,
+    write_packed,
 )
 
 NEW_TEST = {"test_new.py": "from ranlog import ran\n\n\ndef test_new():\n    ran()\n"}
@@ -93,7 +95,7 @@ def test_read_only_reports_a_damaged_record_and_leaves_it(basic_project, run_vau
         assert vault_counts(result) == (0, 3)
         assert set(ran_log.take()) == BASIC_IDS
         [warning] = vault_warnings(result)
-        assert warning.startswith(f"record of an unknown schema or layout: {LAYOUT}/records/")
+        assert warning.startswith(f"record that is not gzip-compressed JSON: {LAYOUT}/records/")
         assert damaged.read_bytes() == b"garbage"
 
 
@@ -105,11 +107,11 @@ OTHER_KEY = {"PYTEST_VAULT_KEY": "someone else's secret"}
 def test_signed_records_replay_with_the_key_and_without_it(basic_project, run_vault, ran_log):
     run_vault(env=KEY).assert_outcomes(passed=3)
     ran_log.take()
-    records = list((run_vault.store / LAYOUT / RESULTS).rglob("*.json"))
+    records = list((run_vault.store / LAYOUT / RESULTS).rglob(f"*{SUFFIX}"))
     assert records
     for record in records:
-        assert b'"hmac":"' in record.read_bytes()
-        assert b"secret" not in record.read_bytes()
+        assert b'"hmac":"' in unpacked(record)
+        assert b"secret" not in unpacked(record)
     assert vault_counts(run_vault(env=KEY)) == (3, 0)
     # A job without the key cannot verify, and takes the store as it is.
     assert vault_counts(run_vault("--vault-readonly")) == (3, 0)
@@ -173,12 +175,13 @@ POISON_PROJECT = {
 def _rewrite_payload(record, payload) -> None:
     """Put ``payload`` in the result file ``record`` with a right checksum, keeping the
     signature the file had (if any)."""
-    data = record.read_bytes()
+    data = unpacked(record)
     header = re.match(rb'\{"schema":(\d+),"checksum":"[0-9a-f]+"(,"hmac":"[0-9a-f]+")?,"payload":', data)
     body = json.dumps(payload, sort_keys=True, separators=(",", ":")).encode()
-    record.write_bytes(
+    write_packed(
+        record,
         b'{"schema":%s,"checksum":"%s"%s,"payload":%s}'
-        % (header[1], digest_bytes(body).encode(), header[2] or b"", body)
+        % (header[1], digest_bytes(body).encode(), header[2] or b"", body),
     )
 
 
@@ -228,10 +231,10 @@ def test_a_forged_payload_is_ignored_with_a_key(pytester, run_vault):
     key, _ = record_key_and_name(record)
     record.unlink()
     written = Store(run_vault.store).put_record(key, None, forged)  # a right checksum, no signature
-    data = written.read_bytes()
-    written.write_bytes(
-        data.replace(b',"payload":', b',"hmac":"' + b"0" * 64 + b'","payload":', 1)
-    )
+    data = unpacked(written)
+    signed = data.replace(b',"payload":', b',"hmac":"' + b"0" * 64 + b'","payload":', 1)
+    assert signed != data  # a wrong signature, not an unsigned record (ignored for that)
+    write_packed(written, signed)
 
     assert run_vault("--vault-readonly").ret == pytest.ExitCode.OK  # no key: fooled
     result = run_vault(env=KEY)

@@ -21,9 +21,11 @@ from conftest import (
     record_files,
     record_of,
     stored_tests,
+    unpacked,
     vault_counts,
     vault_warnings,
     write_files,
+    write_packed,
 )
 
 pytest.importorskip("xdist")
@@ -278,7 +280,7 @@ def test_a_worker_s_warning_reaches_the_controller_once(pytester, run_vault, ran
     # Recorded serially: one result file per module (two workers may split a module).
     run_vault()
     damaged = record_of(run_vault.store, "tests/test_data.py::test_count")
-    damaged.write_bytes(damaged.read_bytes()[:40])
+    write_packed(damaged, unpacked(damaged)[:40])
 
     result = run_vault("-n", "2")
     no_traceback(result)

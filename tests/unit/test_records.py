@@ -6,7 +6,7 @@ import os
 import time
 
 from pytest_cachevault import gc, records
-from pytest_cachevault.store import Store
+from pytest_cachevault.store import SUFFIX, Store
 
 KEY = "ab" * 16
 
@@ -89,7 +89,7 @@ def test_gc_removes_a_module_s_files_oldest_made_first(store):
         writes.append(module._written)
     older, newer = writes
     os.utime(newer, (time.time() - 7200,) * 2)
-    total = sum(f.stat().st_size for f in store.base.rglob("*.json"))
+    total = sum(f.stat().st_size for f in store.base.rglob(f"*{SUFFIX}"))
     gc.collect(store, max_size=total - 1, max_age=10**9)  # room for all but one file
     assert os.path.exists(newer) and not os.path.exists(older)
     assert [c.payload["tests"]["t::a"]["outcome"] for c in store.candidates(KEY)] == ["failed"]

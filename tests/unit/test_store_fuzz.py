@@ -1,9 +1,11 @@
 """Fuzzing the record reader: whatever bytes a record file holds, reading it never raises.
 
-Three kinds of input: arbitrary bytes; a valid (signed) record with bytes flipped,
-cut or inserted; and well-formed envelopes around arbitrary JSON, which pass the
-checksum and so reach the parsing and shape checks behind it (and the report
-reader a hit would use).
+Record files are gzip-compressed; most inputs here are compressed before they are
+written, so that they reach the checks made on the JSON inside. Four kinds of input:
+arbitrary bytes (as the JSON, and as the file itself); a valid (signed) record with
+bytes flipped, cut or inserted (in its JSON, and in the compressed file); and
+well-formed envelopes around arbitrary JSON, which pass the checksum and so reach
+the parsing and shape checks behind it (and the report reader a hit would use).
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ from hypothesis import strategies as st
 from pytest_cachevault import collect, replay
 from pytest_cachevault.hashing import Hasher, digest_bytes
 from pytest_cachevault.inputs import Dependencies, is_group
-from pytest_cachevault.store import Store
+from pytest_cachevault.store import SUFFIX, Store, _pack, _unpack
 
 KEY = "ab" * 16
 NAME = "cd" * 16
@@ -40,18 +42,20 @@ def _store(key: bytes | None = None) -> Store:
     return store
 
 
-def _read(store: Store, data: bytes) -> list[dict]:
-    """Put ``data`` where a record of KEY lives and read the key's candidates."""
-    path = store.records / KEY[:2] / f"{KEY}.{NAME}.json"
+def _read(store: Store, data: bytes, *, pack: bool = True) -> list[dict]:
+    """Put ``data`` where a record of KEY lives and read the key's candidates: ``data``
+    is the record's JSON, compressed as the store does, or with ``pack=False`` the
+    file's bytes as they are."""
+    path = store.records / KEY[:2] / f"{KEY}.{NAME}{SUFFIX}"
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_bytes(data)
+    path.write_bytes(_pack(data) if pack else data)
     store.problems.clear()
     store.ignored.clear()
     payloads = [c.payload for c in store.candidates(KEY)]
     if payloads:
         assert store.problems == []
     elif path.exists():  # kept: a newer schema, or ignored for its signature
-        assert store.problems and (b'"schema":' in data)
+        assert store.problems and (b'"schema":' in _unpack(path.read_bytes()))
     else:
         assert len(store.problems) == 1
     for payload in payloads:
@@ -73,6 +77,13 @@ def test_arbitrary_bytes(data):
 
 
 @FUZZ
+@given(data=st.binary(max_size=512) | st.binary(max_size=512).map(lambda tail: b"\x1f\x8b\x08" + tail))
+def test_arbitrary_file_bytes(data):
+    """Bytes that are not what the store compressed (some with a gzip magic number)."""
+    assert _read(_store(), data, pack=False) == []
+
+
+@FUZZ
 @given(
     payload=st.dictionaries(st.text(max_size=8), json_values, max_size=5),
     cut=st.integers(min_value=0, max_value=10_000),
@@ -80,22 +91,28 @@ def test_arbitrary_bytes(data):
     insert=st.binary(min_size=1, max_size=4),
     how=st.sampled_from(["truncate", "flip", "insert"]),
     signed=st.booleans(),
+    compressed=st.booleans(),
 )
-def test_damaged_valid_records(payload, cut, flip, insert, how, signed):
-    """A changed byte is caught, or leaves the payload as written (e.g. ``"schema":01``)."""
+def test_damaged_valid_records(payload, cut, flip, insert, how, signed, compressed):
+    """A changed byte of the JSON, or of the compressed file, is caught (by
+    decompression or the checks behind it), or leaves the payload as written (e.g.
+    ``"schema":01``, or a byte of the gzip header's time)."""
     store = _store(SECRET if signed else None)
     path = store.put_record(KEY, NAME, payload)
-    data = path.read_bytes()
-    assert _read(store, data) == [payload]
+    data = path.read_bytes() if compressed else _unpack(path.read_bytes())
+    pack = not compressed
+    assert _read(store, data, pack=pack) == [payload]
+    assert _read(store, _damaged(data, how, cut, flip, insert), pack=pack) in ([], [payload])
+
+
+def _damaged(data: bytes, how: str, cut: int, flip: int, insert: bytes) -> bytes:
     if how == "truncate":
-        damaged = data[: cut % len(data)]
-    elif how == "flip":
+        return data[: cut % len(data)]
+    if how == "flip":
         at = flip % len(data)
-        damaged = data[:at] + bytes([data[at] ^ 0x01]) + data[at + 1 :]
-    else:
-        at = flip % (len(data) + 1)
-        damaged = data[:at] + insert + data[at:]
-    assert _read(store, damaged) in ([], [payload])
+        return data[:at] + bytes([data[at] ^ 0x01]) + data[at + 1 :]
+    at = flip % (len(data) + 1)
+    return data[:at] + insert + data[at:]
 
 
 @FUZZ

@@ -13,7 +13,7 @@ import pytest
 
 from pytest_cachevault.hashing import Hasher, digest_bytes
 from pytest_cachevault.inputs import Dependencies, empty_group, is_safe_relpath
-from pytest_cachevault.store import BADLY_SIGNED, UNSIGNED, Store
+from pytest_cachevault.store import BADLY_SIGNED, SUFFIX, UNSIGNED, Store, _pack, _unpack
 
 KEY = "ab" * 16
 OTHER_KEY = "cd" * 16
@@ -73,8 +73,9 @@ def test_signed_records_round_trip(tmp_path):
     store = Store(tmp_path / "vault", key=SECRET)
     store.ensure()
     path = store.put_record(KEY, NAME(), {"outcome": "passed"})
-    assert re.match(rb'\{"schema":1,"checksum":"[0-9a-f]+","hmac":"[0-9a-f]{64}","payload":', path.read_bytes())
-    assert SECRET not in path.read_bytes()
+    data = _unpack(path.read_bytes())
+    assert re.match(rb'\{"schema":1,"checksum":"[0-9a-f]+","hmac":"[0-9a-f]{64}","payload":', data)
+    assert SECRET not in data
     assert [c.payload for c in store.candidates(KEY)] == [{"outcome": "passed"}]
     assert store.ignored == {} and store.problems == []
     # Without a key the signature is not checked: the record reads as before.
@@ -114,11 +115,11 @@ def test_a_forged_payload_with_a_fresh_checksum_does_not_verify(tmp_path):
     store = Store(tmp_path / "vault", key=SECRET)
     store.ensure()
     path = store.put_record(KEY, NAME(), {"outcome": "failed"})
-    data = path.read_bytes()
+    data = _unpack(path.read_bytes())
     header, _, _ = data.partition(b',"payload":')
     forged_body = json.dumps({"outcome": "passed"}, separators=(",", ":")).encode()
     header = re.sub(rb'"checksum":"[0-9a-f]+"', b'"checksum":"%s"' % digest_bytes(forged_body).encode(), header)
-    path.write_bytes(header + b',"payload":' + forged_body + b"}")
+    path.write_bytes(_pack(header + b',"payload":' + forged_body + b"}"))
     assert list(store.candidates(KEY)) == []
     assert store.ignored == {KEY: BADLY_SIGNED}
     assert list(Store(store.directory).candidates(KEY)) != []  # (the checksum was right)
@@ -194,5 +195,9 @@ def test_a_signed_record_does_not_verify_under_another_name(tmp_path):
     store = Store(tmp_path / "vault", key=SECRET)
     store.ensure()
     stored = store.put_record(KEY, NAME(), {"outcome": "passed"})
-    stored.rename(stored.with_name(f"{KEY}.{NAME()}.json"))
-    assert list(Store(store.directory, key=SECRET).candidates(KEY)) == []
+    renamed = stored.rename(stored.with_name(f"{KEY}.{uuid.uuid4().hex}{SUFFIX}"))
+    reader = Store(store.directory, key=SECRET)
+    assert list(reader.candidates(KEY)) == []
+    assert reader.ignored == {KEY: BADLY_SIGNED}
+    renamed.rename(stored)  # (under its own name it verifies)
+    assert [c.payload for c in Store(store.directory, key=SECRET).candidates(KEY)] == [{"outcome": "passed"}]
