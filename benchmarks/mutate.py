@@ -1423,7 +1423,9 @@ def render(datas: list[dict]) -> str:
         "Reproduce: `python3 benchmarks/mutate.py "
         + "".join(f"--python python{'.'.join(p.split('.')[:2])} " for p in pythons[:1] if not p.startswith("3.11."))
         + f"--suites {','.join(d['suite'] for d in datas if d['suite'] in IMPORT_NAMES)} --seed "
-        f"{datas[0].get('seed', 0) if datas else 0}`"
+        f"{datas[0].get('seed', 0) if datas else 0}"
+        + "".join(f" {option}" for option in (datas[0].get("options", []) if datas else []))
+        + "`"
         + (f" with `--results-suffix={RESULTS_SUFFIX[0]}`" if RESULTS_SUFFIX[0] else "")
         + ("" if all(d["suite"] in IMPORT_NAMES for d in datas) else
            "; the data and environment mutants of a suite alone: `python3 benchmarks/mutate.py "
@@ -1551,6 +1553,23 @@ def list_candidates(paths: list[str], seed: int) -> int:
     return 0
 
 
+#: Options that change which mutants a run tries: the report's "Reproduce" line
+#: repeats those a run set to other than their defaults.
+SELECTION_OPTIONS = ("killed", "max_mutants", "kind_misses", "kinds", "full_suites",
+                     "no_coverage_filter", "allow_outside")
+
+
+def selection_options(parser: argparse.ArgumentParser, args: argparse.Namespace) -> list[str]:
+    """The mutant-selecting options of this run that differ from their defaults."""
+    found = []
+    for name in SELECTION_OPTIONS:
+        value = getattr(args, name)
+        if value != parser.get_default(name):
+            flag = "--" + name.replace("_", "-")
+            found.append(flag if value is True else f"{flag} {value}")
+    return found
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -1622,6 +1641,7 @@ def main(argv: list[str] | None = None) -> int:
             for n in names:
                 data = run_suite(n, args, log)
                 data["seed"] = args.seed
+                data["options"] = selection_options(p, args)
                 (RESULTS_DIR / f"{n}{RESULTS_SUFFIX[0]}.json").write_text(
                     json.dumps(data, indent=1))
                 datas.append(data)

@@ -83,7 +83,7 @@ MAX_CANDIDATES = {RESULTS: 32, COLLECTIONS: 8}
 #: The end of the names of record and object files: gzip-compressed JSON.
 SUFFIX = ".json.gz"
 #: A record or object that decompresses to more than this is damaged (or built to
-#: exhaust memory): about twenty times what a test module of 60,000 tests stores.
+#: exhaust memory): more than ten times what a test module of 60,000 tests stores.
 MAX_UNPACKED_BYTES = 1 << 30
 #: gzip's fastest level: most of what the higher levels would save, at a quarter of
 #: their time (measured on packaging's and python-dateutil's stores).
@@ -338,9 +338,9 @@ class Store:
     def _read_record(self, path: str | Path, key: str, area: str) -> ReadRecord:
         """A record file, checked against its checksum (and signature) before parsing.
 
-        The file is ``{"schema":N,"checksum":"…"[,"hmac":"…"],"payload":BODY}`` with
-        BODY the exact bytes the checksum was taken of, so checking needs no
-        re-serialization."""
+        The file is ``{"schema":N,"checksum":"…"[,"hmac":"…"],"payload":BODY}``, gzip-
+        compressed, with BODY the exact bytes the checksum was taken of, so checking
+        needs no re-serialization."""
         try:
             packed, used_ns = _read_file(path)
         except FileNotFoundError:
