@@ -47,10 +47,27 @@ def digest_bytes(data: bytes) -> str:
 
 
 class Scopes(ast.NodeTransformer):
-    """Knows the qualified name (``__qualname__``) of the function it visits."""
+    """Knows the qualified name (``__qualname__``) of the function it visits.
+
+    Walks statements only: a ``def`` or a ``class`` is a statement, found only in the
+    statement lists of a module, a function, a class, a compound statement (``if``,
+    ``for``, ``with``, ``try``...), an ``except`` clause or a ``match`` case. Expressions,
+    most of a module's nodes, are not walked: marking jinja2's 25 modules for the 3.11
+    tracer took 20 ms instead of 67 ms (on top of parsing and compiling them)."""
+
+    #: Nodes that are, or hold, statements.
+    _STATEMENTS = (ast.stmt, ast.excepthandler, ast.match_case)
 
     def __init__(self) -> None:
         self._scope: list[str] = []
+
+    def generic_visit(self, node: ast.AST) -> ast.AST:
+        for _, value in ast.iter_fields(node):
+            if isinstance(value, list):
+                for item in value:
+                    if isinstance(item, self._STATEMENTS):
+                        self.visit(item)
+        return node
 
     def qualname(self, node: ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef) -> str:
         return ".".join([*self._scope, node.name])

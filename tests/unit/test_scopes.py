@@ -1,0 +1,108 @@
+"""Every function definition, however it is nested, is found by the statement walk
+that the 3.11 tracer's marks and the ``code`` digest share (:class:`hashing.Scopes`)."""
+
+from __future__ import annotations
+
+import ast
+import inspect
+import sys
+import textwrap
+from types import CodeType
+
+import pytest
+
+from pytest_cachevault.hashing import code_digest
+from pytest_cachevault.trace import _Marker
+
+#: A function in every kind of statement that can hold one.
+NESTED = textwrap.dedent(
+    '''
+    """A docstring."""
+    from __future__ import annotations
+    import contextlib
+
+    def top(): return 1
+    async def coroutine(): return 2
+
+    @contextlib.contextmanager
+    def decorated(): yield 3
+
+    class Outer:
+        def method(self): return 4
+        class Inner:
+            async def deep(self): return 5
+        if True:
+            def in_class_if(self): return 6
+
+    def closure():
+        def inner():
+            class Local:
+                def method(self): return 7
+            return Local
+        return inner
+
+    if sys_flag := True:
+        def in_if(): return 8
+    else:
+        def in_else(): return 9
+    for _ in range(1):
+        def in_for(): return 10
+    else:
+        def in_for_else(): return 11
+    while not sys_flag:  # not a constant: the compiler keeps the body
+        def in_while(): return 12
+    with contextlib.nullcontext():
+        def in_with(): return 13
+    try:
+        def in_try(): return 14
+    except ValueError:
+        def in_except(): return 15
+    else:
+        def in_try_else(): return 16
+    finally:
+        def in_finally(): return 17
+    match 1:
+        case 1:
+            def in_case(): return 18
+        case _:
+            def in_default_case(): return 19
+    square = lambda x: [x * x for x in range(x)]
+    '''
+)
+
+
+def _functions(code: CodeType) -> list[str]:
+    """The qualified names of the function code objects under ``code``: what the 3.12
+    tracer reports as functions (lambdas and comprehensions are import-time code)."""
+    found = []
+    for const in code.co_consts:
+        if isinstance(const, CodeType):
+            if const.co_flags & inspect.CO_OPTIMIZED and const.co_name[0] != "<":
+                found.append(const.co_qualname if sys.version_info >= (3, 11) else const.co_name)
+            found.extend(_functions(const))
+    return found
+
+
+def test_every_function_gets_one_mark_under_its_qualified_name():
+    marker = _Marker("__cachevault__", 0)
+    tree = marker.visit(ast.parse(NESTED))
+    compile(tree, "nested.py", "exec", dont_inherit=True)
+    owners = [owner for owner in marker.owners if owner is not None]
+    assert marker.owners.count(None) == 1  # the module's own mark
+    assert len(owners) == len(set(owners)) == 21
+    if sys.version_info >= (3, 11):  # co_qualname
+        assert sorted(owners) == sorted(_functions(compile(NESTED, "nested.py", "exec")))
+    assert {"Outer.Inner.deep", "closure.<locals>.inner.<locals>.Local.method", "in_case",
+            "in_finally", "Outer.in_class_if", "in_default_case"} <= set(owners)
+
+
+@pytest.mark.parametrize("value", list(range(1, 20)))
+def test_the_code_digest_blanks_every_function_body(value):
+    """Editing the body of any function, wherever it is, leaves the import-time code as
+    it was; editing the lambda (import-time code) does not."""
+    edited = NESTED.replace(f"return {value}\n", f"return {value + 100}\n")
+    if value == 3:
+        edited = NESTED.replace("yield 3", "yield 103")
+    assert edited != NESTED
+    assert code_digest(edited.encode()) == code_digest(NESTED.encode())
+    assert code_digest(NESTED.replace("x * x", "x + x").encode()) != code_digest(NESTED.encode())
