@@ -10,7 +10,7 @@ Knows nothing of pytest. Layout::
     <dir>/v4/tmp/                                        staging for write-then-rename
 
 Records and objects are gzip-compressed JSON (``zcat`` shows them): stored reports and
-inputs repeat the same paths and field names test after test, and compress 12 to 25
+inputs repeat the same paths and field names test after test, and compress 12 to 17
 times at the fastest level, for a few milliseconds per megabyte. Their checksums and
 names are digests of the JSON itself, checked after decompression, which stops at
 :data:`MAX_UNPACKED_BYTES`.
@@ -85,8 +85,9 @@ SUFFIX = ".json.gz"
 #: A record or object that decompresses to more than this is damaged (or built to
 #: exhaust memory): more than ten times what a test module of 60,000 tests stores.
 MAX_UNPACKED_BYTES = 1 << 30
-#: gzip's fastest level: most of what the higher levels would save, at a quarter of
-#: their time (measured on packaging's and python-dateutil's stores).
+#: gzip's fastest level: 12 to 17 times smaller on packaging's and python-dateutil's
+#: stores, in less than half the time of the default level 6, which made them 16 to
+#: 23 times smaller.
 _GZIP_LEVEL = 1
 #: Run summaries kept (for ``--vault-stats``); older ones go at the next write.
 MAX_RUNS = 100
