@@ -42,12 +42,8 @@ def describe(store: Store, deps: Dependencies, key: str, nodeid: str) -> list[st
     """Lines describing every stored result of ``nodeid`` under this environment, in the
     order a lookup tries them (``key``: its module's results)."""
     lines = [f"inputs recorded for {nodeid}:"]
-    found = []
-    for candidate in store.candidates(key):
-        tests = candidate.payload.get("tests")
-        entry = tests.get(nodeid) if isinstance(tests, dict) else None
-        if isinstance(entry, dict):
-            found.append((candidate.payload, entry))
+    stored = records.ModuleResults(store, key).entries(nodeid)
+    found = [(candidate.payload, entry) for candidate, entry in stored]
     if key in store.ignored:
         lines.append(f"  {store.ignored[key]} (PYTEST_VAULT_KEY is set; only records signed with it count)")
     if not found:

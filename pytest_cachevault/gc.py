@@ -23,6 +23,7 @@ from pathlib import Path
 
 import filelock
 
+from .records import tests_of
 from .store import COLLECTIONS, RESULTS, Store, StoreError, is_name, made_order, record_key_and_name
 
 GRACE_SECONDS = 3600.0
@@ -80,8 +81,7 @@ def _references(payload: dict) -> list[str]:
 
 
 def _entries(payload: dict) -> list[dict]:
-    tests = payload.get("tests")
-    return [e for e in tests.values() if isinstance(e, dict)] if isinstance(tests, dict) else []
+    return [entry for entry in tests_of(payload).values() if isinstance(entry, dict)]
 
 
 def _older(path: Path, damaged: dict[str, tuple[int, str]]) -> bool:

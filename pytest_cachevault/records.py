@@ -12,8 +12,8 @@ creations, and repeated the module's own inputs (the test file, its conftests, w
 its collection ran) in every test's record. A test's inputs are the union of
 ``common`` and its own ``inputs``; a test reads as unchanged when both are.
 
-Each file is immutable and named by its content (:meth:`Store.put_record`). A module
-has several: runs on other branches, runs that re-ran part of it after an edit, xdist
+Each file is immutable and named by when it was made (:meth:`Store.put_record`). A
+module has several: runs on other branches, runs that re-ran part of it after an edit, xdist
 workers that ran part of it. A test's result is looked for in them newest first, and
 older files are read only for a test the newer ones lack or hold changed. A file holds
 only the tests its run ran: carrying replayed or unreached tests' entries forward
@@ -40,6 +40,12 @@ from .store import Candidate, Store
 FLUSH_SECONDS = 5.0
 #: Fields of an entry that hold its inputs rather than its result.
 _INPUT_FIELDS = ("inputs", "shared")
+
+
+def tests_of(payload: dict | None) -> dict:
+    """A result file's entries by node id; {} if it has none (the store is untrusted)."""
+    tests = (payload or {}).get("tests")
+    return tests if isinstance(tests, dict) else {}
 
 
 def whole(payload: dict, entry: dict) -> dict | None:
@@ -126,13 +132,13 @@ class ModuleResults:
             candidate = next(self._unread, None)
             if candidate is None:
                 return
-            if isinstance(candidate.payload.get("tests"), dict):
+            if tests_of(candidate.payload):
                 self._read.append(candidate)
 
     def entries(self, nodeid: str) -> Iterator[tuple[Candidate, dict]]:
         """The stored entries of ``nodeid``, newest file first."""
         for candidate in self.files():
-            entry = candidate.payload["tests"].get(nodeid)
+            entry = tests_of(candidate.payload).get(nodeid)
             if isinstance(entry, dict):
                 yield candidate, entry
 

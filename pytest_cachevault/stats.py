@@ -10,6 +10,7 @@ import dataclasses
 import time
 
 from .gc import format_size
+from .records import tests_of
 from .store import Store
 
 
@@ -50,8 +51,7 @@ def _when(timestamp: float) -> str:
 def gather(store: Store) -> Stats:
     stats = Stats(runs=store.recent_runs())
     for path, st in store.iter_records():
-        tests = (store.read_record(path).payload or {}).get("tests")
-        stats.records += len(tests) if isinstance(tests, dict) else 0
+        stats.records += len(tests_of(store.read_record(path).payload))
         stats.size += st.st_size
         stats.oldest_use = min(st.st_mtime, stats.oldest_use or st.st_mtime)
         stats.newest_use = max(st.st_mtime, stats.newest_use or st.st_mtime)
