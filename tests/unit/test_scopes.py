@@ -11,6 +11,7 @@ from types import CodeType
 
 import pytest
 
+from pytest_cachevault import hashing
 from pytest_cachevault.hashing import code_digest
 from pytest_cachevault.trace import _Marker
 
@@ -106,3 +107,57 @@ def test_the_code_digest_blanks_every_function_body(value):
     assert edited != NESTED
     assert code_digest(edited.encode()) == code_digest(NESTED.encode())
     assert code_digest(NESTED.replace("x * x", "x + x").encode()) != code_digest(NESTED.encode())
+
+
+def _enclosing_functions(qualname: str) -> set[str]:
+    """``closure.<locals>.inner.<locals>.Local.method`` -> closure, closure.<locals>.inner."""
+    parts = qualname.split(".<locals>.")
+    return {".<locals>.".join(parts[:n]) for n in range(1, len(parts))}
+
+
+@pytest.mark.parametrize("value", list(range(1, 20)))
+def test_a_kept_function_body_counts_wherever_it_is(value):
+    """Keeping a function (and the functions it is defined in, which ran to define it)
+    makes its body count, and only its body: editing another function's does not."""
+    edited = NESTED.replace(f"return {value}\n", f"return {value + 100}\n")
+    if value == 3:
+        edited = NESTED.replace("yield 3", "yield 103")
+    owner = _owner_of(value)
+    keep = frozenset({owner} | _enclosing_functions(owner))
+    other = NESTED.replace("return 1\n", "return 101\n") if value != 1 else (
+        NESTED.replace("return 2\n", "return 102\n"))
+    assert code_digest(edited.encode(), keep) != code_digest(NESTED.encode(), keep)
+    assert code_digest(other.encode(), keep) == code_digest(NESTED.encode(), keep)
+    assert code_digest(NESTED.encode(), keep) != hashing.digest_bytes(NESTED.encode())
+
+
+def test_a_kept_function_inside_one_not_kept_makes_the_digest_whole():
+    """``inner`` is defined by running ``closure``: if only ``inner`` is said to have
+    run, the body that defines it would not count, so the whole source does."""
+    whole = hashing.digest_bytes(NESTED.encode())
+    assert code_digest(NESTED.encode(), frozenset({"closure.<locals>.inner"})) == whole
+    assert code_digest(NESTED.encode(), frozenset({"closure", "closure.<locals>.inner"})) != whole
+
+
+class _Bodies(hashing.Scopes):
+    """qualname -> the source of the last statement of its body."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.last: dict[str, str] = {}
+
+    def _function(self, node):
+        self.last[self.qualname(node)] = ast.unparse(node.body[-1])
+        self.visit_inside(node)
+        return node
+
+    visit_FunctionDef = visit_AsyncFunctionDef = _function
+
+
+def _owner_of(value: int) -> str:
+    """The function whose body ends in ``return value`` (``yield 3`` for 3)."""
+    bodies = _Bodies()
+    bodies.visit(ast.parse(NESTED))
+    wanted = "yield 3" if value == 3 else f"return {value}"
+    (owner,) = [name for name, last in bodies.last.items() if last == wanted]
+    return owner
