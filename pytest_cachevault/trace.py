@@ -34,7 +34,7 @@ from pathlib import Path
 from types import CodeType
 from typing import NamedTuple, Protocol
 
-from . import child
+from . import child, marked_code
 from .audit import Observer, set_quietly
 from .hashing import Scopes
 
@@ -355,10 +355,15 @@ class MarkingTracer(_Windows):
     tracer) costs a callback per call or per line; on a loop-heavy suite coverage.py made
     a run 6–10 times slower. Instead an import hook compiles each in-tree library module
     from its AST with one statement added at the top of the module and of every function
-    body, ``__cachevault__[n] = 1``: a global lookup and a store, nothing when the
+    body, ``__cachevault_<id>__[n] = 1``: a global lookup and a store, nothing when the
     function is not called. Line numbers are those of the source, so tracebacks and
-    coverage reports are unchanged. The rewritten code is never written to
-    ``__pycache__``, so a run without the vault never sees it.
+    coverage reports are unchanged. The marked code is kept in ``__pycache__`` under a
+    name of its own (:mod:`marked_code`), so a run without the vault never sees it.
+
+    Each module's marks go through a name of its own, which the loader binds in
+    builtins to the module's slice of the shared mark array (a ``memoryview``). Marked
+    code then does not depend on what was imported before it, so it can be kept; and
+    the harvest still scans one array per window.
 
     Modules this hook cannot see — imported before it was installed, loaded by another
     loader (pytest's assertion rewriter handles test modules and conftests), or nested
@@ -366,15 +371,20 @@ class MarkingTracer(_Windows):
     depend on them whole.
     """
 
-    GLOBAL = "__cachevault__"
+    #: Marks per array: a module's slice never spans two, and the array is never resized.
+    CHUNK = 1 << 16
 
     def __init__(self, root: Path, excluded_prefixes: tuple[str, ...]) -> None:
         super().__init__(root)
         self._excluded = excluded_prefixes
-        #: One flag per mark: the module body or the function of ``owners[i]`` ran.
-        self._marks = bytearray()
+        #: One flag per mark: the module body or the function of ``owners[i]`` ran;
+        #: each array holds the marks from ``owners[base]`` on, ``used`` of them so far.
+        self._arrays: list[tuple[bytearray, int]] = []
+        self._used = 0
         #: Whose each mark is: (file, qualified name of a function, or None for the module).
         self.owners: list[tuple[str, str | None]] = []
+        #: The builtins names this tracer bound (see :func:`marked_code.marks_name`).
+        self._names: set[str] = set()
         #: In-tree files loaded without marks.
         self.unmarked: set[str] = set()
         self._finder: _MarkingFinder | None = None
@@ -387,17 +397,27 @@ class MarkingTracer(_Windows):
             and not filename.startswith(self._excluded)
         )
 
-    def register(self, filename: str, owners: list[str | None]) -> None:
-        """Take the marks a module was compiled with (:attr:`_Marker.owners`)."""
-        self.owners.extend((filename, owner) for owner in owners)
-        self._marks.extend(bytes(len(owners)))
+    def register(self, filename: str, marked: marked_code.Marked) -> None:
+        """Give a module's marks their slice of the mark array, under the name its code
+        stores them through. The same name means the same source at the same path, so
+        a module loaded again shares its first load's slice."""
+        if marked.name in self._names:
+            return
+        count = len(marked.owners)
+        if not self._arrays or self._used + count > len(self._arrays[-1][0]):
+            self._arrays.append((bytearray(max(self.CHUNK, count)), len(self.owners)))
+            self._used = 0
+        # In builtins, not in the module: its namespace stays as it was, and the loader
+        # adds no frame of its own under the module's code (a frame there would shift
+        # the ``stacklevel`` of warnings raised at import). It stays after :meth:`stop`:
+        # marked functions may still be called.
+        array = self._arrays[-1][0]
+        setattr(builtins, marked.name, memoryview(array)[self._used : self._used + count])
+        self._used += count
+        self._names.add(marked.name)
+        self.owners.extend((filename, owner) for owner in marked.owners)
 
     def start(self) -> None:
-        # The marks live in builtins, not in each module: a module's namespace stays as
-        # it was, and the loader adds no frame of its own under the module's code (a
-        # frame there would shift the ``stacklevel`` of warnings raised at import).
-        # They stay there after :meth:`stop`: marked functions may still be called.
-        setattr(builtins, self.GLOBAL, self._marks)
         self._finder = _MarkingFinder(self)
         position = 1 if sys.meta_path and "AssertionRewritingHook" in type(sys.meta_path[0]).__name__ else 0
         sys.meta_path.insert(position, self._finder)
@@ -411,21 +431,19 @@ class MarkingTracer(_Windows):
         self._finder = None
 
     def _harvest(self) -> None:
-        marks = self._marks
-        index = marks.find(1)
-        if index < 0:
-            return
         window = self._stack[-1]
         owners = self.owners
-        while index >= 0:
-            name, qualname = owners[index]
-            window.files.add(name)
-            if qualname is None:
-                window.imported.add(name)
-            else:
-                window.functions.add((name, qualname))
-            marks[index] = 0
-            index = marks.find(1, index + 1)
+        for marks, base in self._arrays:
+            index = marks.find(1)
+            while index >= 0:
+                name, qualname = owners[base + index]
+                window.files.add(name)
+                if qualname is None:
+                    window.imported.add(name)
+                else:
+                    window.functions.add((name, qualname))
+                marks[index] = 0
+                index = marks.find(1, index + 1)
 
     def blind_spots(self) -> frozenset[str]:
         count = len(sys.modules)
@@ -435,7 +453,11 @@ class MarkingTracer(_Windows):
                 filename = getattr(module, "__file__", None)
                 if isinstance(filename, str) and self.wants(filename):
                     loader = getattr(module, "__loader__", None)
-                    if not isinstance(loader, _MarkingLoader) or filename in self.unmarked:
+                    if (
+                        not isinstance(loader, _MarkingLoader)
+                        or loader.tracer is not self  # an earlier session's: not harvested here
+                        or filename in self.unmarked
+                    ):
                         blind.add(filename)
             self._blind = (count, frozenset(blind))
         return self._blind[1]
@@ -468,39 +490,43 @@ class _MarkingFinder(importlib.abc.MetaPathFinder):
 class _MarkingLoader(importlib.machinery.SourceFileLoader):
     def __init__(self, fullname: str, path: str, tracer: MarkingTracer) -> None:
         super().__init__(fullname, path)
-        self._tracer = tracer
+        self.tracer = tracer
 
     def get_code(self, fullname):
         source = self.get_data(self.path)
-        try:
-            tree = ast.parse(source, self.path)
-            marker = _Marker(MarkingTracer.GLOBAL, len(self._tracer.owners))
-            marker.visit(tree)
-            code = compile(tree, self.path, "exec", dont_inherit=True)
-        except (SyntaxError, ValueError, RecursionError):
-            # Not marked (a syntax error is raised again here, as without the vault;
-            # nesting too deep for the marker is compiled as it is): a blind spot.
-            self._tracer.unmarked.add(self.path)
-            return super().source_to_code(source, self.path)
-        self._tracer.register(self.path, marker.owners)
-        return code
+        marked = marked_code.load(self.path, source)
+        if marked is None:
+            name = marked_code.marks_name(self.path, source)
+            try:
+                tree = ast.parse(source, self.path)
+                marker = _Marker(name)
+                marker.visit(tree)
+                code = compile(tree, self.path, "exec", dont_inherit=True)
+            except (SyntaxError, ValueError, RecursionError):
+                # Not marked (a syntax error is raised again here, as without the vault;
+                # nesting too deep for the marker is compiled as it is): a blind spot.
+                self.tracer.unmarked.add(self.path)
+                return super().source_to_code(source, self.path)
+            marked = marked_code.Marked(code, name, marker.owners)
+            marked_code.save(self.path, source, marked)
+        self.tracer.register(self.path, marked)
+        return marked.code
 
 
 class _Marker(Scopes):
-    """Adds ``__cachevault__[i] = 1`` to the module and to each function body, each its
-    own ``i`` from ``first`` on; :attr:`owners` says whose each is."""
+    """Adds ``name[i] = 1`` to the module and to each function body, each its own ``i``
+    from 0 on; :attr:`owners` says whose each is."""
 
-    def __init__(self, name: str, first: int) -> None:
+    def __init__(self, name: str) -> None:
         super().__init__()
         self._name = name
-        self._first = first
         #: The qualified name of the function of each mark, None for the module's.
         self.owners: list[str | None] = []
 
     def _mark(self, owner: str | None, at: ast.AST) -> ast.stmt:
         target = ast.Subscript(
             value=ast.Name(id=self._name, ctx=ast.Load()),
-            slice=ast.Constant(value=self._first + len(self.owners)),
+            slice=ast.Constant(value=len(self.owners)),
             ctx=ast.Store(),
         )
         self.owners.append(owner)

@@ -8,6 +8,7 @@ that failure: a cached pass would be the plugin lying.
 from __future__ import annotations
 
 import shutil
+import sys
 
 import pytest
 
@@ -639,3 +640,54 @@ def test_module_nested_too_deeply_for_the_marker(pytester, run_vault):
     result = run_vault()
     result.assert_outcomes(failed=1)
     result.stdout.fnmatch_lines(["*assert 901 == 900*"])
+
+
+@pytest.mark.skipif(sys.version_info >= (3, 12), reason="the marker is the tracer before 3.12")
+def test_marked_code_kept_from_an_earlier_run(pytester, run_vault):
+    """The 3.11 tracer keeps its marked code in ``__pycache__``. An edit is compiled
+    again, never served from there; and a module's marks do not depend on what was
+    imported before it, which differs from run to run (here ``b`` is imported first
+    once the tests of ``a`` replay without their module being collected)."""
+    write_files(
+        pytester.path,
+        {
+            "pkg/__init__.py": "",
+            "pkg/a.py": """
+                def fa():
+                    return 1
+            """,
+            "pkg/b.py": """
+                def fb():
+                    return 2
+            """,
+            "test_a.py": """
+                from pkg.a import fa
+
+
+                def test_a():
+                    assert fa() == 1
+            """,
+            "test_b.py": """
+                from pkg.b import fb
+
+
+                def test_b():
+                    assert fb() == 2
+            """,
+        },
+    )
+    writing = {"env": {"PYTHONDONTWRITEBYTECODE": None}}
+    run_vault.record_and_replay(passed=2, **writing)
+    kept = sorted(p.name.split(".")[0] for p in (pytester.path / "pkg/__pycache__").glob("*-cachevault.pyc"))
+    assert kept == ["__init__", "a", "b"]
+
+    edit(pytester.path / "pkg/b.py", "return 2", "return 3")
+    result = run_vault("-v", **writing)
+    result.assert_outcomes(passed=1, failed=1)
+    assert verbose_statuses(result) == {"test_a.py::test_a": "PASSED (cached)", "test_b.py::test_b": "FAILED"}
+
+    edit(pytester.path / "pkg/b.py", "return 3", "return 2")
+    edit(pytester.path / "pkg/a.py", "return 1", "return 4")
+    result = run_vault("-v", **writing)
+    result.assert_outcomes(passed=1, failed=1)
+    assert verbose_statuses(result) == {"test_a.py::test_a": "FAILED", "test_b.py::test_b": "PASSED (cached)"}

@@ -85,7 +85,7 @@ def _functions(code: CodeType) -> list[str]:
 
 
 def test_every_function_gets_one_mark_under_its_qualified_name():
-    marker = _Marker("__cachevault__", 0)
+    marker = _Marker("__cachevault__")
     tree = marker.visit(ast.parse(NESTED))
     compile(tree, "nested.py", "exec", dont_inherit=True)
     owners = [owner for owner in marker.owners if owner is not None]
