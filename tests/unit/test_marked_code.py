@@ -104,3 +104,25 @@ def test_a_directory_that_cannot_be_made_is_no_error(module):
     assert (module.parent / "__pycache__").read_text() == "not a directory"
     assert marked_code.load(str(module), SOURCE) is None
     assert set(os.listdir(module.parent)) == {"__pycache__", "mod.py"}  # no temporary file left
+
+
+def test_a_module_an_earlier_tracer_marked_is_a_blind_spot_of_the_next(tmp_path, monkeypatch):
+    """Its marks go to the earlier tracer's array, which the next one never harvests
+    (two sessions in one process): its users must depend on it whole."""
+    from pytest_cachevault.trace import MarkingTracer
+
+    (tmp_path / "marked_once.py").write_bytes(SOURCE)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.setattr(sys, "dont_write_bytecode", True)
+    first = MarkingTracer(tmp_path, ())
+    first.start()
+    try:
+        import marked_once  # noqa: F401
+    finally:
+        first.stop()
+    try:
+        filename = str(tmp_path / "marked_once.py")
+        assert filename not in first.blind_spots()
+        assert filename in MarkingTracer(tmp_path, ()).blind_spots()
+    finally:
+        del sys.modules["marked_once"]
