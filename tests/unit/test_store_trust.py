@@ -152,6 +152,11 @@ def test_paths_inside_the_rootdir_are_accepted(relpath):
     assert is_safe_relpath(relpath) or relpath == "."
 
 
+#: The one module that loads marshalled code: the 3.11 tracer's marked code, from the
+#: checkout's own ``__pycache__`` (see the next test), never from the store.
+MARSHALLED_CODE = "marked_code.py"
+
+
 def test_nothing_is_unpickled_or_evaluated():
     """The plugin has no way to turn store contents into objects other than JSON: it
     imports no deserializer that runs code, and calls nothing that evaluates text."""
@@ -160,6 +165,8 @@ def test_nothing_is_unpickled_or_evaluated():
     calls = {"eval", "exec", "__import__", "import_module", "loads"}
     found = []
     for path in sorted(package.glob("*.py")):
+        if path.name == MARSHALLED_CODE:
+            continue
         for node in ast.walk(ast.parse(path.read_text())):
             if isinstance(node, ast.Import):
                 found += [f"{path.name}: import {a.name}" for a in node.names if a.name.split(".")[0] in modules]
@@ -172,6 +179,19 @@ def test_nothing_is_unpickled_or_evaluated():
                 if name in calls and not (name == "loads" and owner == "json"):
                     found.append(f"{path.name}:{node.lineno}: {owner + '.' if owner else ''}{name}()")
     assert found == []
+
+
+def test_marshalled_code_is_read_only_beside_the_sources_never_from_the_store():
+    """``marked_code`` knows nothing of the store or the options that name it: the only
+    file it opens is the one ``importlib.util.cache_from_source`` names for a source."""
+    package = Path(__file__).resolve().parents[2] / "pytest_cachevault"
+    tree = ast.parse((package / MARSHALLED_CODE).read_text())
+    imported = {a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names}
+    imported |= {f"{n.module or ''}" for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)}
+    assert imported == {"__future__", "functools", "importlib.util", "json", "marshal", "os", "sys",
+                        "types", "hashing"}
+    opened = [n for n in ast.walk(tree) if isinstance(n, ast.Call) and getattr(n.func, "id", "") == "open"]
+    assert [ast.unparse(n.args[0]) for n in opened] == ["kept", "temporary", "os.path.join(os.path.dirname(__file__), module)"]
 
 
 def test_a_signed_record_does_not_verify_in_the_other_area(tmp_path):
