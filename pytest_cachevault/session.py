@@ -312,7 +312,7 @@ class VaultSession:
                 entry["warnings"] = [replay.warning_to_stored(self.config, w) for w in caught]
             module = self._module(item.nodeid)
             if module.record(item.nodeid, entry):
-                self._write(module)
+                self._write(module, partial=True)
         except StoreError as exc:
             self._unwritable(exc)
 
@@ -332,11 +332,11 @@ class VaultSession:
         for module in self._modules.values():
             self._write(module)
 
-    def _write(self, module: records.ModuleResults) -> None:
+    def _write(self, module: records.ModuleResults, partial: bool = False) -> None:
         if not self.writable:
             return
         try:
-            module.write(self._environment_name())
+            module.write(self._environment_name(), partial=partial)
         except StoreError as exc:
             self._unwritable(exc)
 

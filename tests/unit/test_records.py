@@ -86,7 +86,7 @@ def test_gc_removes_a_module_s_files_oldest_made_first(store):
         module = records.ModuleResults(store, KEY)
         module.record("t::a", entry(outcome))
         module.write(store.put_object({"n": 1}))
-        writes.append(module._written)
+        writes.append(module._written[-1])
     older, newer = writes
     os.utime(newer, (time.time() - 7200,) * 2)
     total = sum(f.stat().st_size for f in store.base.rglob(f"*{SUFFIX}"))
@@ -101,7 +101,7 @@ def test_gc_by_age_never_keeps_an_older_file_without_the_newer_ones(store):
         module = records.ModuleResults(store, KEY)
         module.record("t::a", entry(outcome))
         module.write("ee" * 16)
-        writes.append(module._written)
+        writes.append(module._written[-1])
     older, newer = writes
     month_ago = (time.time() - 30 * 86400,) * 2
     os.utime(newer, month_ago)  # unused for a month, but an older file of its module is in use
@@ -123,3 +123,36 @@ def test_a_module_visited_twice_keeps_what_both_visits_recorded(store):
     module.record("t::b", entry())
     module.write("ee" * 16)
     assert sorted(n for c in store.candidates(KEY) for n in c.payload["tests"]) == ["t::a", "t::b"]
+
+
+def test_partial_writes_hold_only_the_new_results_and_the_whole_write_replaces_them(store):
+    """Every FLUSH_SECONDS a run writes what it recorded since its last write, to a file
+    of its own (rewriting the whole module each time grew with the square of its
+    length); a run killed then keeps them all. Leaving the module, one file replaces them."""
+    module = records.ModuleResults(store, KEY)
+    module.record("t::a", entry())
+    module.write("ee" * 16, partial=True)
+    module.write("ee" * 16, partial=True)  # nothing new: no file
+    module.record("t::b", entry("failed"))
+    module.write("ee" * 16, partial=True)
+    partial = [sorted(c.payload["tests"]) for c in store.candidates(KEY)]
+    assert partial == [["t::b"], ["t::a"]]  # newest first
+    reader = records.ModuleResults(Store(store.directory), KEY)
+    assert [e["outcome"] for n in ("t::a", "t::b") for _, e in reader.entries(n)] == ["passed", "failed"]
+
+    module.write("ee" * 16)
+    [whole] = store.candidates(KEY)
+    assert sorted(whole.payload["tests"]) == ["t::a", "t::b"]
+    module.write("ee" * 16)  # nothing new since
+    assert [c.path for c in store.candidates(KEY)] == [whole.path]
+
+
+def test_a_whole_write_after_partial_ones_with_nothing_new_still_joins_them(store):
+    module = records.ModuleResults(store, KEY)
+    for nodeid in ("t::a", "t::b"):
+        module.record(nodeid, entry())
+        module.write("ee" * 16, partial=True)
+    assert len(list(store.candidates(KEY))) == 2
+    module.write("ee" * 16)
+    [whole] = store.candidates(KEY)
+    assert sorted(whole.payload["tests"]) == ["t::a", "t::b"]
