@@ -60,31 +60,27 @@ def load(path: str, source: bytes) -> Marked | None:
         return None
     about, _, body = rest.partition(b"\n")
     try:
-        fields = json.loads(about)
+        owners = json.loads(about)
         code = marshal.loads(body)
     except (ValueError, EOFError, TypeError):
         return None
-    if not isinstance(fields, dict):
-        return None
-    name, owners = fields.get("name"), fields.get("owners")
     if (
         not isinstance(code, CodeType)
-        or not isinstance(name, str)
-        or not name.isidentifier()
         or not isinstance(owners, list)
         or not all(owner is None or isinstance(owner, str) for owner in owners)
     ):
         return None
-    return Marked(code, name, owners)
+    return Marked(code, marks_name(path, source), owners)
 
 
 def save(path: str, source: bytes, marked: Marked) -> None:
-    """Keep ``marked`` for the next run, if Python may write bytecode there."""
+    """Keep ``marked`` (compiled with :func:`marks_name`) for the next run, if Python
+    may write bytecode there. Its name is not kept: it follows from path and source."""
     kept = _kept_path(path)
     key = _key(path, source)
     if kept is None or key is None or sys.dont_write_bytecode:
         return
-    rest = json.dumps({"name": marked.name, "owners": marked.owners}).encode() + b"\n" + marshal.dumps(marked.code)
+    rest = json.dumps(marked.owners).encode() + b"\n" + marshal.dumps(marked.code)
     data = b"".join([_MAGIC, key.encode(), b"\n", digest_bytes(rest).encode(), b"\n", rest])
     temporary = f"{kept}.{os.getpid()}.tmp"
     try:

@@ -24,8 +24,8 @@ it also writes, every :data:`FLUSH_SECONDS`, the results recorded since the last
 write, each time to a file of their own: a run killed mid-module loses only the
 results since. On leaving, one file with all of them replaces those partial files.
 Rewriting the whole module at every flush instead made writing a long module grow
-with the square of its length (a quarter of a cold run on packaging's 53,000 tests
-of ``test_specifiers.py`` and ``test_version.py``).
+with the square of its length: on packaging's ``test_specifiers.py`` and
+``test_version.py`` (53,554 tests, about 50 s) it took 13 % of a cold run (py-spy).
 
 Knows nothing of pytest: node ids and payloads are strings and dicts.
 """
