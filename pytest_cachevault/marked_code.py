@@ -1,4 +1,4 @@
-"""The 3.11 tracer's marked code, kept between runs beside Python's own bytecode.
+"""The marking tracer's code (Python 3.10 and 3.11), kept between runs beside Python's bytecode.
 
 Marking a module means parsing it, adding the marks and compiling it again: on jinja2
 that was a tenth of a warm run, paid at every run for every in-tree module. Like

@@ -97,13 +97,18 @@ def test_every_function_gets_one_mark_under_its_qualified_name():
             "in_finally", "Outer.in_class_if", "in_default_case"} <= set(owners)
 
 
+def _edited(value: int) -> str:
+    """NESTED with the body of the function returning ``value`` edited."""
+    if value == 3:
+        return NESTED.replace("yield 3", "yield 103")
+    return NESTED.replace(f"return {value}\n", f"return {value + 100}\n")
+
+
 @pytest.mark.parametrize("value", list(range(1, 20)))
 def test_the_code_digest_blanks_every_function_body(value):
     """Editing the body of any function, wherever it is, leaves the import-time code as
     it was; editing the lambda (import-time code) does not."""
-    edited = NESTED.replace(f"return {value}\n", f"return {value + 100}\n")
-    if value == 3:
-        edited = NESTED.replace("yield 3", "yield 103")
+    edited = _edited(value)
     assert edited != NESTED
     assert code_digest(edited.encode()) == code_digest(NESTED.encode())
     assert code_digest(NESTED.replace("x * x", "x + x").encode()) != code_digest(NESTED.encode())
@@ -119,9 +124,7 @@ def _enclosing_functions(qualname: str) -> set[str]:
 def test_a_kept_function_body_counts_wherever_it_is(value):
     """Keeping a function (and the functions it is defined in, which ran to define it)
     makes its body count, and only its body: editing another function's does not."""
-    edited = NESTED.replace(f"return {value}\n", f"return {value + 100}\n")
-    if value == 3:
-        edited = NESTED.replace("yield 3", "yield 103")
+    edited = _edited(value)
     owner = _owner_of(value)
     keep = frozenset({owner} | _enclosing_functions(owner))
     other = NESTED.replace("return 1\n", "return 101\n") if value != 1 else (
