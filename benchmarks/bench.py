@@ -659,7 +659,8 @@ of every suite and variant, then rep 2, ...) and the median is reported;
 with several interpreters, each one has its own lane of runs, and the lanes
 run side by side.  Cold runs
 start from an empty store (`--vault-dir` under `benchmarks/.work/`) or no
-`.testmondata`, and `.pytest_cache` is removed before each cold run.
+`.testmondata`, and `.pytest_cache` is removed before each cold run;
+`__pycache__` is kept, with Python's bytecode and the 3.11 tracer's marked code.
 "Warm" re-runs with nothing changed; "edit" inserts one assignment in one
 library function (`SuiteEnv.edit_one_line`) after the warm run, and the file is
 restored right after; it runs with `--vault-explain`, whose list of the tests
