@@ -23,12 +23,16 @@ installed distributions, which the environment fingerprint covers.
 
 from __future__ import annotations
 
+import collections
 import functools
 import os
 import sys
 import sysconfig
+import types
+import weakref
 from collections.abc import Iterable
 from pathlib import Path
+from typing import NamedTuple
 
 from . import audit
 from .hashing import Hasher, digest_bytes
@@ -118,6 +122,8 @@ class Dependencies:
         #: :meth:`changed_shared`.
         self.baseline: frozenset[str] | None = None
         self._memoized: tuple[int, list] = (-1, [])
+        self._holders: tuple[int, tuple[list, list]] = (-1, ([], []))
+        self._holders_by_module: dict[str, tuple] = {}
         self._external: tuple[int, dict[str, str]] = (-1, {})
         self.external_baseline: dict[str, str] = {}
         self._verified: dict[str, str | None] = {}
@@ -263,6 +269,88 @@ class Dependencies:
                         if relpath:
                             yield relpath, member
 
+    def module_state(self) -> ModuleState | None:
+        """A fingerprint of the mutable state library modules hold: what each of their
+        globals is bound to, and the builtin containers among their globals, among
+        their classes' attributes and among the attributes of module-level objects
+        (see :func:`_state_of`).
+
+        A test that changes it may have left something a later test uses without
+        running the code that made it: a cache filled (``tz.gettz("GMT+2")`` keeps the
+        zone it loaded), a registry extended, ``global _default; _default = load()``.
+        That later test would not trace the code, so the session makes what the
+        earlier test ran every later test's input. Only builtin containers are looked
+        into (``len`` and iteration of other types may run their own code), one level
+        deep; the containers are found again when modules are added, or after a change
+        (a global bound to a new container).
+        """
+        count = len(sys.modules)
+        if self._holders[0] != count:
+            known = self._holders_by_module
+            modules = dict(sys.modules)
+            for name in known.keys() - modules.keys():
+                del known[name]
+            for name in modules.keys() - known.keys():  # tests import modules (tzdata's zones...)
+                known[name] = (modules[name], self._holders_of(name, modules[name]))
+            for name, (module, _) in list(known.items()):
+                if modules[name] is not module:  # imported again
+                    known[name] = (modules[name], self._holders_of(name, modules[name]))
+            namespaces, containers = [], []
+            for module, held in known.values():
+                if held is not None:
+                    namespaces.append(module)
+                    containers += held
+            self._holders = (count, (namespaces, containers))
+        namespaces, containers = self._holders[1]
+        try:
+            bound = tuple(_identity(v) for m in namespaces for k, v in vars(m).items() if k[:2] != "__")
+            held: list[int] = []
+            for container in containers:
+                _state_of(container, held)
+        except RuntimeError:  # changed while read (another thread): unknown
+            return None
+        return ModuleState(bound, tuple(held))
+
+    def forget_module_state(self) -> None:
+        """Look for the containers again at the next :meth:`module_state`."""
+        self._holders = (-1, ([], []))
+        self._holders_by_module = {}
+
+    def _holders_of(self, name: str, module: object) -> list | None:
+        """The builtin containers a library module holds (see :meth:`module_state`);
+        None for any other module."""
+        filename = getattr(module, "__file__", None)
+        relpath = self.relpath(filename) if isinstance(filename, str) else None
+        if relpath is None or not self.is_library(relpath):
+            return None
+        found = []
+        try:
+            namespace = vars(module)
+            for key, value in list(namespace.items()):
+                if key[:2] == "__":  # the interpreter's (``__warningregistry__``, ``__dict__``...)
+                    continue
+                if type(value) in _CONTAINERS:
+                    found.append(value)
+                    continue
+                if isinstance(value, type):
+                    if type.__getattribute__(value, "__module__") != name:
+                        continue
+                    attributes = dict(vars(value))
+                elif isinstance(value, (types.ModuleType, types.FunctionType, types.BuiltinFunctionType)):
+                    continue
+                else:
+                    try:
+                        attributes = object.__getattribute__(value, "__dict__")
+                    except Exception:  # no __dict__ (slots, builtins)
+                        continue
+                    if type(attributes) is not dict:
+                        continue
+                    found.append(attributes)
+                found += [v for v in list(attributes.values()) if type(v) in _CONTAINERS]
+        except Exception:  # an odd module: what was found so far is watched
+            pass
+        return found
+
     # -- checking groups ------------------------------------------------------------
     def current(self, kind: str, name: str) -> str | None:
         """The digest ``name`` (a path; for ``ran``, ``path::functions``) has now."""
@@ -314,6 +402,47 @@ class Dependencies:
 
 
 _LRU_CACHE_WRAPPER = type(functools.lru_cache(lambda: None))
+#: Containers whose size and items can be read without running their own code.
+_CONTAINERS = frozenset({
+    dict, list, set, collections.OrderedDict, collections.defaultdict, collections.deque,
+    weakref.WeakValueDictionary, weakref.WeakKeyDictionary, weakref.WeakSet,
+})
+#: Up to this many items a container's fingerprint names every key and value; above,
+#: its size and last item (a bounded cache evicts as it adds: its size stays put).
+_SMALL = 64
+
+
+#: Identifies an object while it lives, as ``id()`` does; but ``id()`` raises an audit
+#: event each time, which the plugin's own audit hook would then handle.
+_identity = object.__hash__
+
+
+def _state_of(container, held: list[int]) -> None:
+    """Add a container's size to ``held``, and its items (up to :data:`_SMALL` of them)
+    or its last item, as :data:`_identity` gives them."""
+    if type(container) in (weakref.WeakValueDictionary, weakref.WeakKeyDictionary, weakref.WeakSet):
+        container = container.data
+    size = len(container)
+    held.append(size)
+    if size == 0:
+        return
+    if size <= _SMALL:
+        held += map(_identity, container)  # the keys of a mapping
+        if isinstance(container, dict):
+            held += map(_identity, container.values())
+    elif isinstance(container, dict):
+        held.append(_identity(next(reversed(container))))
+    elif not isinstance(container, set):
+        held.append(_identity(container[-1]))
+
+
+class ModuleState(NamedTuple):
+    """What :meth:`Dependencies.module_state` saw: the objects bound to the globals of
+    library modules, and the sizes and items of the containers it watches (as
+    :data:`_identity` gives them: no reference is kept, so nothing is kept alive)."""
+
+    bound: tuple[int, ...]
+    held: tuple[int, ...]
 
 
 def _cache_filled(cached) -> bool:

@@ -388,7 +388,7 @@ class VaultPlugin:
         return config.hook.pytest_collection_modifyitems(session=session, config=config, items=items)
 
     def pytest_collection_finish(self) -> None:
-        self.session.deps.collection_finished()
+        self.session.collection_finished()
         if os.environ.get("PYTEST_XDIST_WORKER", "gw0") != "gw0":
             return  # every worker collects the same: one writes
         for module, items in self._collected_items.items():
@@ -503,6 +503,7 @@ class VaultPlugin:
         finally:
             executed = self.tracer.pop(merge=False)
             self.session.hasher.code_ran()
+            self._guard("reading library module state", lambda: self.session.ran(executed), None)
             if item.get_closest_marker(MARKER) is None:
                 self._guard(
                     f"recording {item.nodeid}",

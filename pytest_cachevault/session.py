@@ -19,7 +19,7 @@ import pytest
 from . import audit, collect, fingerprint, records, replay
 from .config import VaultConfig
 from .hashing import Hasher, digest_bytes
-from .inputs import Dependencies, Group, empty_group, env_group, is_group
+from .inputs import Dependencies, Group, ModuleState, empty_group, env_group, is_group
 from .store import COLLECTIONS, Candidate, Store, StoreError, is_name
 from .trace import Executed, Tracer
 
@@ -75,6 +75,8 @@ class VaultSession:
         #: module: what ran may have been that import computing module state (``TABLE =
         #: build()``), which every later test sees. Shared by every later record.
         self.late_import_functions: set[tuple[str, str]] = set()
+        #: :meth:`Dependencies.module_state` after the last test that ran (None: unknown).
+        self._module_state: ModuleState | None = None
         self._objects: dict[str, Group | None] = {}
         #: What :meth:`_changed` found for each collection record name (its inputs),
         #: result file (its common inputs) and entry since the files were last stat'ed.
@@ -275,6 +277,24 @@ class VaultSession:
             group = self.deps.import_state(outside, whole, self.late_import_functions)
             self._import_state = (signature, self.store.put_object(group))
         return self._import_state[1]  # type: ignore[return-value]
+
+    def ran(self, executed: Executed) -> None:
+        """A test ran: if what library modules hold changed since the last test that
+        ran (see :meth:`Dependencies.module_state`), what this one ran counts for every
+        later test, as for a test that imported a library module. Replayed tests run
+        nothing, and code outside tests is import state already."""
+        state = self.deps.module_state()
+        before = self._module_state
+        if state is None or state != before:
+            self.late_import_functions |= executed.functions
+            if state is None or before is None or state.bound != before.bound:
+                self.deps.forget_module_state()  # a global may hold a container not watched yet
+                state = self.deps.module_state()
+        self._module_state = state
+
+    def collection_finished(self) -> None:
+        self.deps.collection_finished()
+        self._module_state = self.deps.module_state()
 
     def record(
         self,

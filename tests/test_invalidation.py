@@ -691,3 +691,83 @@ def test_marked_code_kept_from_an_earlier_run(pytester, run_vault):
     result = run_vault("-v", **writing)
     result.assert_outcomes(passed=1, failed=1)
     assert verbose_statuses(result) == {"test_a.py::test_a": "FAILED", "test_b.py::test_b": "PASSED (cached)"}
+
+
+CACHES = {
+    "a module-level dict": """
+        from lib.loader import load
+
+        _CACHE = {}
+
+
+        def get(name):
+            if name not in _CACHE:
+                _CACHE[name] = load(name)
+            return _CACHE[name]
+    """,
+    "a global set on first use": """
+        from lib import loader
+
+        _DEFAULT = None
+
+
+        def get(name):
+            global _DEFAULT
+            if _DEFAULT is None:
+                _DEFAULT = loader.load(name)
+            return _DEFAULT
+    """,
+    "an attribute of a module-level object": """
+        from lib.loader import load
+
+
+        class _Getter:
+            def __init__(self):
+                self._seen = {}
+
+            def __call__(self, name):
+                if name not in self._seen:
+                    self._seen[name] = load(name)
+                return self._seen[name]
+
+
+        get = _Getter()
+    """,
+}
+
+
+@pytest.mark.parametrize("cache", list(CACHES))
+def test_value_a_later_test_takes_from_a_cache_an_earlier_test_filled(pytester, run_vault, cache):
+    """``test_b`` gets from the cache what ``test_a`` loaded: it never runs the loader,
+    yet its outcome depends on it (as dateutil's ``tz.gettz`` keeps the zones it
+    loaded). A test that changes what library modules hold makes what it ran every
+    later test's input."""
+    write_files(
+        pytester.path,
+        {
+            "lib/__init__.py": "",
+            "lib/loader.py": """
+                def load(name):
+                    return name.upper()
+            """,
+            "lib/zones.py": CACHES[cache],
+            "test_a.py": """
+                from lib.zones import get
+
+
+                def test_a():
+                    assert get("gmt") == "GMT"
+            """,
+            "test_b.py": """
+                from lib.zones import get
+
+
+                def test_b():
+                    assert get("gmt") == "GMT"
+            """,
+        },
+    )
+    run_vault.record_and_replay(passed=2)
+    edit(pytester.path / "lib/loader.py", "name.upper()", "name.lower()")
+    result = run_vault("-v")
+    result.assert_outcomes(failed=2)
