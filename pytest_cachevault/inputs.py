@@ -272,8 +272,8 @@ class Dependencies:
     def module_state(self) -> ModuleState | None:
         """A fingerprint of the mutable state library modules hold: what each of their
         globals is bound to, and the builtin containers among their globals, among
-        their classes' attributes and among the attributes of module-level objects
-        (see :func:`_state_of`).
+        their classes' attributes, among the attributes of module-level objects and in
+        the closures of module-level functions (see :func:`_state_of`).
 
         A test that changes it may have left something a later test uses without
         running the code that made it: a cache filled (``tz.gettz("GMT+2")`` keeps the
@@ -336,7 +336,10 @@ class Dependencies:
                     if type.__getattribute__(value, "__module__") != name:
                         continue
                     attributes = dict(vars(value))
-                elif isinstance(value, (types.ModuleType, types.FunctionType, types.BuiltinFunctionType)):
+                elif isinstance(value, types.FunctionType):  # a cache in a closure
+                    cells = value.__closure__ or ()
+                    attributes = {i: c.cell_contents for i, c in enumerate(cells) if _filled(c)}
+                elif isinstance(value, (types.ModuleType, types.BuiltinFunctionType)):
                     continue
                 else:
                     try:
@@ -443,6 +446,14 @@ class ModuleState(NamedTuple):
 
     bound: tuple[int, ...]
     held: tuple[int, ...]
+
+
+def _filled(cell: types.CellType) -> bool:
+    try:
+        cell.cell_contents
+    except ValueError:  # empty
+        return False
+    return True
 
 
 def _cache_filled(cached) -> bool:

@@ -733,6 +733,23 @@ CACHES = {
 
         get = _Getter()
     """,
+    "a closure": """
+        from lib.loader import load
+
+
+        def _getter():
+            seen = {}
+
+            def get(name):
+                if name not in seen:
+                    seen[name] = load(name)
+                return seen[name]
+
+            return get
+
+
+        get = _getter()
+    """,
 }
 
 
