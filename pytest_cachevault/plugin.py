@@ -497,6 +497,7 @@ class VaultPlugin:
         """The protocol of a test that runs: traced, and recorded afterwards."""
         self._reports = []
         self._warnings = []
+        self._guard("reading library module state", self.session.starting, None)
         self.tracer.push()
         try:
             return (yield)

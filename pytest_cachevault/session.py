@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import sys
 import time
 import warnings
 from collections.abc import Callable
@@ -77,6 +78,7 @@ class VaultSession:
         self.late_import_functions: set[tuple[str, str]] = set()
         #: :meth:`Dependencies.module_state` after the last test that ran (None: unknown).
         self._module_state: ModuleState | None = None
+        self._modules_seen = -1
         self._objects: dict[str, Group | None] = {}
         #: What :meth:`_changed` found for each collection record name (its inputs),
         #: result file (its common inputs) and entry since the files were last stat'ed.
@@ -291,10 +293,20 @@ class VaultSession:
                 self.deps.forget_module_state()  # a global may hold a container not watched yet
                 state = self.deps.module_state()
         self._module_state = state
+        self._modules_seen = len(sys.modules)
+
+    def starting(self) -> None:
+        """A test is about to run. Modules imported since the last test that ran (a
+        stand-in's module imported outside any test, to run it) are not its doing:
+        what they hold is where the comparison of :meth:`ran` starts."""
+        if len(sys.modules) != self._modules_seen:
+            self._module_state = self.deps.module_state()
+            self._modules_seen = len(sys.modules)
 
     def collection_finished(self) -> None:
         self.deps.collection_finished()
         self._module_state = self.deps.module_state()
+        self._modules_seen = len(sys.modules)
 
     def record(
         self,
