@@ -31,6 +31,7 @@ import sysconfig
 import types
 import weakref
 from collections.abc import Iterable
+from itertools import chain
 from pathlib import Path
 from typing import NamedTuple
 
@@ -273,7 +274,8 @@ class Dependencies:
         """A fingerprint of the mutable state library modules hold: what each of their
         globals is bound to, and the builtin containers among their globals, among
         their classes' attributes, among the attributes of module-level objects and in
-        the closures of module-level functions (see :func:`_state_of`).
+        the closures of module-level functions: their sizes, and their items by
+        identity (up to :data:`_SMALL` of them; above, the last one).
 
         A test that changes it may have left something a later test uses without
         running the code that made it: a cache filled (``tz.gettz("GMT+2")`` keeps the
@@ -298,18 +300,24 @@ class Dependencies:
             namespaces, containers = [], []
             for module, held in known.values():
                 if held is not None:
-                    namespaces.append(module)
-                    containers += held
+                    namespaces.append(vars(module))
+                    containers += [getattr(c, "data") if type(c) in _WEAK else c for c in held]
             self._holders = (count, (namespaces, containers))
         namespaces, containers = self._holders[1]
         try:
-            bound = tuple(_identity(v) for m in namespaces for k, v in vars(m).items() if k[:2] != "__")
-            held: list[int] = []
-            for container in containers:
-                _state_of(container, held)
+            # One pass each, in C where it can be: this runs after every test that runs.
+            bound = tuple(map(_identity, chain.from_iterable(map(dict.values, namespaces))))
+            sizes = tuple(map(len, containers))
+            small = [c for c, size in zip(containers, sizes) if 0 < size <= _SMALL]
+            items = chain(
+                chain.from_iterable(small),  # the keys of a mapping
+                chain.from_iterable(c.values() for c in small if isinstance(c, dict)),
+                (_last(c) for c, size in zip(containers, sizes) if size > _SMALL and not isinstance(c, set)),
+            )
+            held = tuple(map(_identity, items))
         except RuntimeError:  # changed while read (another thread): unknown
             return None
-        return ModuleState(bound, tuple(held))
+        return ModuleState(bound, sizes + held)
 
     def forget_module_state(self) -> None:
         """Look for the containers again at the next :meth:`module_state`."""
@@ -413,6 +421,8 @@ _CONTAINERS = frozenset({
 #: Up to this many items a container's fingerprint names every key and value; above,
 #: its size and last item (a bounded cache evicts as it adds: its size stays put).
 _SMALL = 64
+#: Weak containers: their items are in their ``data``.
+_WEAK = (weakref.WeakValueDictionary, weakref.WeakKeyDictionary, weakref.WeakSet)
 
 
 #: Identifies an object while it lives, as ``id()`` does; but ``id()`` raises an audit
@@ -420,28 +430,16 @@ _SMALL = 64
 _identity = object.__hash__
 
 
-def _state_of(container, held: list[int]) -> None:
-    """Add a container's size to ``held``, and its items (up to :data:`_SMALL` of them)
-    or its last item, as :data:`_identity` gives them."""
-    if type(container) in (weakref.WeakValueDictionary, weakref.WeakKeyDictionary, weakref.WeakSet):
-        container = container.data
-    size = len(container)
-    held.append(size)
-    if size == 0:
-        return
-    if size <= _SMALL:
-        held += map(_identity, container)  # the keys of a mapping
-        if isinstance(container, dict):
-            held += map(_identity, container.values())
-    elif isinstance(container, dict):
-        held.append(_identity(next(reversed(container))))
-    elif not isinstance(container, set):
-        held.append(_identity(container[-1]))
+def _last(container):
+    """The last key of a mapping, or item of a sequence: a bounded cache evicts as it
+    adds, so its size stays put."""
+    return next(reversed(container)) if isinstance(container, dict) else container[-1]
 
 
 class ModuleState(NamedTuple):
     """What :meth:`Dependencies.module_state` saw: the objects bound to the globals of
-    library modules, and the sizes and items of the containers it watches (as
+    library modules (dunder names included: a module's first warning adds
+    ``__warningregistry__``), and the sizes and items of the containers it watches (as
     :data:`_identity` gives them: no reference is kept, so nothing is kept alive)."""
 
     bound: tuple[int, ...]
