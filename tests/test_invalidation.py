@@ -768,20 +768,16 @@ def test_value_a_later_test_takes_from_a_cache_an_earlier_test_filled(pytester, 
                     return name.upper()
             """,
             "lib/zones.py": CACHES[cache],
-            "test_a.py": """
-                from lib.zones import get
+            **{
+                f"test_{name}.py": f"""
+                    from lib.zones import get
 
 
-                def test_a():
-                    assert get("gmt") == "GMT"
-            """,
-            "test_b.py": """
-                from lib.zones import get
-
-
-                def test_b():
-                    assert get("gmt") == "GMT"
-            """,
+                    def test_{name}():
+                        assert get("gmt") == "GMT"
+                """
+                for name in "ab"
+            },
         },
     )
     run_vault.record_and_replay(passed=2)
