@@ -301,7 +301,7 @@ class Dependencies:
             for module, held in known.values():
                 if held is not None:
                     namespaces.append(vars(module))
-                    containers += [getattr(c, "data") if type(c) in _WEAK else c for c in held]
+                    containers += [c.data if type(c) in _WEAK else c for c in held]
             self._holders = (count, (namespaces, containers))
         namespaces, containers = self._holders[1]
         try:

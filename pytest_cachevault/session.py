@@ -72,10 +72,10 @@ class VaultSession:
         #: listed and looked up in the environment (parametrize values, skip
         #: conditions...): an input of its tests.
         self.collected: dict[str, Executed] = {}
-        #: Functions (file, qualified name) that ran in a test that imported a library
-        #: module: what ran may have been that import computing module state (``TABLE =
-        #: build()``), which every later test sees. Shared by every later record.
-        self.late_import_functions: set[tuple[str, str]] = set()
+        #: Functions (file, qualified name) that ran in a test that changed what library
+        #: modules hold (see :meth:`ran`), which every later test may then see. Shared
+        #: by every later record.
+        self.state_functions: set[tuple[str, str]] = set()
         #: :meth:`Dependencies.module_state` after the last test that ran (None: unknown).
         self._module_state: ModuleState | None = None
         self._modules_seen = -1
@@ -268,7 +268,7 @@ class VaultSession:
         blind = self.tracer.blind_spots()
         signature = (
             self.tracer.outside_size(),
-            len(self.late_import_functions),
+            len(self.state_functions),
             self.deps.loaded_library(),
             self.deps.filled_caches(),
             blind,
@@ -276,19 +276,20 @@ class VaultSession:
         if self._import_state[0] != signature or self._import_state[1] is None:
             outside = self.tracer.outside()
             whole = self.preloaded | self.deps.relpaths(blind)
-            group = self.deps.import_state(outside, whole, self.late_import_functions)
+            group = self.deps.import_state(outside, whole, self.state_functions)
             self._import_state = (signature, self.store.put_object(group))
         return self._import_state[1]  # type: ignore[return-value]
 
     def ran(self, executed: Executed) -> None:
-        """A test ran: if what library modules hold changed since the last test that
-        ran (see :meth:`Dependencies.module_state`), what this one ran counts for every
-        later test, as for a test that imported a library module. Replayed tests run
-        nothing, and code outside tests is import state already."""
+        """A test ran: if what library modules hold changed since it started (see
+        :meth:`Dependencies.module_state`), what it ran counts for every later test. A
+        library module it imported is such a change: the import may have computed
+        module state (``TABLE = build()``). Replayed tests run nothing, and code outside
+        tests is import state already."""
         state = self.deps.module_state()
         before = self._module_state
         if state is None or state != before:
-            self.late_import_functions |= executed.functions
+            self.state_functions |= executed.functions
             if state is None or before is None or state.bound != before.bound:
                 self.deps.forget_module_state()  # a global may hold a container not watched yet
                 state = self.deps.module_state()
@@ -322,8 +323,6 @@ class VaultSession:
         own = self._inputs(item.path, executed)
         if own is None:
             return
-        if any(self.deps.is_library(r) for r in self.deps.relpaths(executed.imported)):
-            self.late_import_functions |= executed.functions
         why = self._uncacheable(executed)
         if why:
             outcome = UNCACHEABLE
