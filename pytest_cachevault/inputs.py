@@ -118,6 +118,8 @@ class Dependencies:
         self._relpaths: dict[str, str | None] = {}
         #: Relative paths of the test modules pytest collected (not library code).
         self.test_modules: set[str] = set()
+        #: Traced file name -> whether it is an in-tree library module (see :meth:`is_library`).
+        self._library_files: dict[str, bool] = {}
         self._loaded: tuple[int, frozenset[str]] = (-1, frozenset())
         #: Library modules loaded once collection is over (None before); see
         #: :meth:`changed_shared`.
@@ -178,6 +180,19 @@ class Dependencies:
     def is_library(self, relpath: str) -> bool:
         return relpath not in self.test_modules and not relpath.endswith("conftest.py")
 
+    def library_functions(self, functions: Iterable[tuple[str, str]]) -> set[tuple[str, str]]:
+        """Those of ``functions`` (file, qualified name) defined in in-tree library modules."""
+        known = self._library_files
+        found = set()
+        for function in functions:
+            library = known.get(function[0])
+            if library is None:
+                relpath = self.relpath(function[0])
+                library = known[function[0]] = relpath is not None and self.is_library(relpath)
+            if library:
+                found.add(function)
+        return found
+
     # -- building groups ------------------------------------------------------------
     def files(self, relpaths: Iterable[str]) -> dict[str, str | None]:
         return {r: self.hasher.digest(r, "file") for r in sorted(relpaths)}
@@ -199,7 +214,7 @@ class Dependencies:
     def import_state(self, outside: Executed, preloaded: Iterable[str],
                      late: Iterable[tuple[str, str]] = ()) -> Group:
         """The shared inputs of every test run now (see the module docstring); ``late``
-        are functions that ran in tests that imported library modules."""
+        are functions that ran in tests that changed what library modules hold."""
         whole = self.relpaths(outside.read) | set(preloaded) | self.filled_caches()
         whole = {r for r in whole if self.is_library(r)}
         ran: dict[str, set[str]] = {}
@@ -297,12 +312,14 @@ class Dependencies:
             for name, (module, _) in list(known.items()):
                 if modules[name] is not module:  # imported again
                     known[name] = (modules[name], self._holders_of(name, modules[name]))
-            namespaces, containers = [], []
+            namespaces, containers = [], {}
             for module, held in known.values():
                 if held is not None:
                     namespaces.append(vars(module))
-                    containers += [c.data if type(c) in _WEAK else c for c in held]
-            self._holders = (count, (namespaces, containers))
+                    for container in held:  # once, though several modules hold it
+                        container = container.data if type(container) in _WEAK else container
+                        containers.setdefault(_identity(container), container)
+            self._holders = (count, (namespaces, list(containers.values())))
         namespaces, containers = self._holders[1]
         try:
             # One pass each, in C where it can be: this runs after every test that runs.

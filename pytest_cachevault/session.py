@@ -72,9 +72,9 @@ class VaultSession:
         #: listed and looked up in the environment (parametrize values, skip
         #: conditions...): an input of its tests.
         self.collected: dict[str, Executed] = {}
-        #: Functions (file, qualified name) that ran in a test that changed what library
-        #: modules hold (see :meth:`ran`), which every later test may then see. Shared
-        #: by every later record.
+        #: Library functions (file, qualified name) that ran in a test that changed what
+        #: library modules hold (see :meth:`ran`), which every later test may then see.
+        #: Shared by every later record.
         self.state_functions: set[tuple[str, str]] = set()
         #: :meth:`Dependencies.module_state` after the last test that ran (None: unknown).
         self._module_state: ModuleState | None = None
@@ -282,14 +282,14 @@ class VaultSession:
 
     def ran(self, executed: Executed) -> None:
         """A test ran: if what library modules hold changed since it started (see
-        :meth:`Dependencies.module_state`), what it ran counts for every later test. A
-        library module it imported is such a change: the import may have computed
-        module state (``TABLE = build()``). Replayed tests run nothing, and code outside
-        tests is import state already."""
+        :meth:`Dependencies.module_state`), the library functions it ran count for every
+        later test. A library module it imported is such a change: the import may have
+        computed module state (``TABLE = build()``). Replayed tests run nothing, and
+        code outside tests is import state already."""
         state = self.deps.module_state()
         before = self._module_state
         if state is None or state != before:
-            self.state_functions |= executed.functions
+            self.state_functions |= self.deps.library_functions(executed.functions)
             if state is None or before is None or state.bound != before.bound:
                 self.deps.forget_module_state()  # a global may hold a container not watched yet
                 state = self.deps.module_state()
