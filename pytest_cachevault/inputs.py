@@ -37,6 +37,7 @@ from typing import NamedTuple
 
 from . import audit
 from .hashing import Hasher, digest_bytes
+from .identity import identities
 from .trace import Executed
 
 Group = dict[str, dict[str, "str | None"]]
@@ -318,12 +319,12 @@ class Dependencies:
                     namespaces.append(vars(module))
                     for container in held:  # once, though several modules hold it
                         container = container.data if type(container) in _WEAK else container
-                        containers.setdefault(_identity(container), container)
+                        containers.setdefault(object.__hash__(container), container)  # id() is audited
             self._holders = (count, (namespaces, list(containers.values())))
         namespaces, containers = self._holders[1]
         try:
             # One pass each, in C where it can be: this runs after every test that runs.
-            bound = tuple(map(_identity, chain.from_iterable(map(dict.values, namespaces))))
+            bound = identities(list(chain.from_iterable(map(dict.values, namespaces))))
             sizes = tuple(map(len, containers))
             small = [c for c, size in zip(containers, sizes) if 0 < size <= _SMALL]
             items = chain(
@@ -331,10 +332,10 @@ class Dependencies:
                 chain.from_iterable(c.values() for c in small if isinstance(c, dict)),
                 (_last(c) for c, size in zip(containers, sizes) if size > _SMALL and not isinstance(c, set)),
             )
-            held = tuple(map(_identity, items))
+            held = identities(list(items))
         except RuntimeError:  # changed while read (another thread): unknown
             return None
-        return ModuleState(bound, sizes + held)
+        return ModuleState(bound, sizes, held)
 
     def forget_module_state(self) -> None:
         """Look for the containers again at the next :meth:`module_state`."""
@@ -442,11 +443,6 @@ _SMALL = 64
 _WEAK = (weakref.WeakValueDictionary, weakref.WeakKeyDictionary, weakref.WeakSet)
 
 
-#: Identifies an object while it lives, as ``id()`` does; but ``id()`` raises an audit
-#: event each time, which the plugin's own audit hook would then handle.
-_identity = object.__hash__
-
-
 def _last(container):
     """The last key of a mapping, or item of a sequence: a bounded cache evicts as it
     adds, so its size stays put."""
@@ -457,10 +453,12 @@ class ModuleState(NamedTuple):
     """What :meth:`Dependencies.module_state` saw: the objects bound to the globals of
     library modules (dunder names included: a module's first warning adds
     ``__warningregistry__``), and the sizes and items of the containers it watches (as
-    :data:`_identity` gives them: no reference is kept, so nothing is kept alive)."""
+    :func:`identity.identities` gives them: no reference is kept, so nothing is kept
+    alive)."""
 
-    bound: tuple[int, ...]
-    held: tuple[int, ...]
+    bound: bytes | tuple[int, ...]
+    sizes: tuple[int, ...]
+    held: bytes | tuple[int, ...]
 
 
 def _filled(cell: types.CellType) -> bool:
