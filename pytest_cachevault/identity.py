@@ -17,6 +17,11 @@ from __future__ import annotations
 
 import struct
 
+try:
+    import ctypes
+except ImportError:  # a Python built without it
+    ctypes = None  # type: ignore[assignment]
+
 #: (offset of a list's item array pointer, pointer size) once checked; None before,
 #: False where the layout is not the one expected (then :func:`_one_by_one`).
 _layout: tuple[int, int] | bool | None = None
@@ -32,8 +37,6 @@ def identities(objects: list) -> bytes | tuple[int, ...]:
         return _one_by_one(objects)
     if not objects:
         return b""
-    import ctypes
-
     offset, size = _layout  # type: ignore[misc]
     items = ctypes.c_void_p.from_address(id(objects) + offset).value
     return ctypes.string_at(items, len(objects) * size)
@@ -46,9 +49,9 @@ def _one_by_one(objects: list) -> tuple[int, ...]:
 def _checked_layout() -> tuple[int, int] | bool:
     """Where a list keeps its item array (CPython: ``ob_size``, ``ob_item`` and
     ``allocated`` end the object), if a list of known objects agrees."""
+    if ctypes is None:
+        return False
     try:
-        import ctypes
-
         size = ctypes.sizeof(ctypes.c_void_p)
         offset = list.__basicsize__ - 2 * size
         probe = [object(), "probe", 12345, None]  # a literal: allocated exactly
@@ -61,5 +64,5 @@ def _checked_layout() -> tuple[int, int] | bool:
         if ctypes.string_at(items, len(probe) * size) != struct.pack(f"{len(probe)}P", *map(id, probe)):
             return False
         return offset, size
-    except Exception:  # no ctypes, another layout
+    except Exception:  # another layout
         return False
