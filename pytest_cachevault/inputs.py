@@ -119,8 +119,6 @@ class Dependencies:
         self._relpaths: dict[str, str | None] = {}
         #: Relative paths of the test modules pytest collected (not library code).
         self.test_modules: set[str] = set()
-        #: Traced file name -> whether it is an in-tree library module (see :meth:`is_library`).
-        self._library_files: dict[str, bool] = {}
         self._loaded: tuple[int, frozenset[str]] = (-1, frozenset())
         #: Library modules loaded once collection is over (None before); see
         #: :meth:`changed_shared`.
@@ -183,16 +181,7 @@ class Dependencies:
 
     def library_functions(self, functions: Iterable[tuple[str, str]]) -> set[tuple[str, str]]:
         """Those of ``functions`` (file, qualified name) defined in in-tree library modules."""
-        known = self._library_files
-        found = set()
-        for function in functions:
-            library = known.get(function[0])
-            if library is None:
-                relpath = self.relpath(function[0])
-                library = known[function[0]] = relpath is not None and self.is_library(relpath)
-            if library:
-                found.add(function)
-        return found
+        return {f for f in functions if (r := self.relpath(f[0])) is not None and self.is_library(r)}
 
     # -- building groups ------------------------------------------------------------
     def files(self, relpaths: Iterable[str]) -> dict[str, str | None]:

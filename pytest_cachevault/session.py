@@ -292,21 +292,23 @@ class VaultSession:
             self.state_functions |= self.deps.library_functions(executed.functions)
             if state is None or before is None or state.bound != before.bound:
                 self.deps.forget_module_state()  # a global may hold a container not watched yet
-                state = self.deps.module_state()
-        self._module_state = state
-        self._modules_seen = len(sys.modules)
+                state = None
+        self._start_from(state)
 
     def starting(self) -> None:
         """A test is about to run. Modules imported since the last test that ran (a
         stand-in's module imported outside any test, to run it) are not its doing:
         what they hold is where the comparison of :meth:`ran` starts."""
         if len(sys.modules) != self._modules_seen:
-            self._module_state = self.deps.module_state()
-            self._modules_seen = len(sys.modules)
+            self._start_from(None)
 
     def collection_finished(self) -> None:
         self.deps.collection_finished()
-        self._module_state = self.deps.module_state()
+        self._start_from(None)
+
+    def _start_from(self, state: ModuleState | None) -> None:
+        """The next comparison of :meth:`ran` starts from ``state`` (None: read it now)."""
+        self._module_state = state if state is not None else self.deps.module_state()
         self._modules_seen = len(sys.modules)
 
     def record(
