@@ -40,6 +40,7 @@ _rebuilder_key = pytest.StashKey["Callable[[dict], object]"]()
 #: pytest's own report decoders, and the field by which its subtests plugin claims a report.
 _PYTEST_DECODERS = ("_pytest.reports", "_pytest.subtests")
 _SUBTEST_TYPE = "_report_type"
+_ABSENT = object()
 
 
 class BadRecord(Exception):
@@ -63,17 +64,20 @@ def to_stored(config: pytest.Config, reports: list[pytest.TestReport]) -> str:
     """The reports of one test as the JSON text a record keeps: ``{"common": fields all
     reports share, "reports": [the other fields of each]}``, without the node id and
     the shared fields that hold their usual value (:data:`_DEFAULTS`)."""
+    serializable = config.hook.pytest_report_to_serializable
     datas = []
     for report in reports:
-        data = config.hook.pytest_report_to_serializable(config=config, report=report)
+        data = serializable(config=config, report=report)
         for field in _RUN_FIELDS:
             data.pop(field, None)
         for field in _TIMES:
             if isinstance(data.get(field), float):
                 data[field] = round(data[field], 6)
         datas.append(data)
-    first, rest = datas[0], datas[1:]
-    common = {k: v for k, v in first.items() if all(k in d and d[k] == v for d in rest)}
+    common = dict(datas[0])
+    for data in datas[1:]:
+        for field in [k for k, v in common.items() if data.get(k, _ABSENT) != v]:
+            del common[field]
     own = [{k: v for k, v in data.items() if k not in common} for data in datas]
     common.pop("nodeid", None)
     for field, usual in _DEFAULTS.items():

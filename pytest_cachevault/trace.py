@@ -247,10 +247,11 @@ class MonitoringTracer(_Windows):
     def __init__(self, root: Path) -> None:
         super().__init__(root)
         self._tools: tuple[int, ...] = ()
-        #: In-tree code objects the second tool watches, and (by id) those that
-        #: reported, so disabled themselves, since the last window opened.
+        #: In-tree code objects the second tool watches (by address: ``id()`` raises an
+        #: audit event, and the callbacks run once per code object per window), and
+        #: those that reported, so disabled themselves, since the last window opened.
         self._watched: dict[int, CodeType] = {}
-        self._reported: dict[int, CodeType] = {}
+        self._reported: list[CodeType] = []
         #: Re-arm with ``restart_events()``: one tool id, or code the second could not watch.
         self._restart_all = False
         self._events = 0
@@ -283,21 +284,23 @@ class MonitoringTracer(_Windows):
             first = on_start
         else:
             again_tool = free[1]
-            watched, reported = self._watched, self._reported
+            watched, report = self._watched, self._reported.append
             prefix, normpath, set_local_events = self._root_prefix, os.path.normpath, mon.set_local_events
+            address = object.__hash__
 
             def first(code, offset):
-                if id(code) not in watched and normpath(code.co_filename).startswith(prefix):
+                if address(code) not in watched and normpath(code.co_filename).startswith(prefix):
                     try:
                         set_local_events(again_tool, code, events)
                     except Exception:  # not watched: every window must re-arm everything
                         self._restart_all = True
                     else:
-                        watched[id(code)] = reported[id(code)] = code
+                        watched[address(code)] = code
+                        report(code)
                 return on_start(code, offset)
 
             def again(code, offset):
-                reported[id(code)] = code
+                report(code)
                 return on_start(code, offset)
 
             _register(again_tool, again)
@@ -331,7 +334,7 @@ class MonitoringTracer(_Windows):
             self._reported.clear()
             return
         tool, events, set_local_events = self._tools[1], self._events, sys.monitoring.set_local_events
-        for code in self._reported.values():
+        for code in self._reported:  # a code object may be listed twice: no harm
             # Setting the events a code object already has is a no-op; clearing them
             # first makes the interpreter re-instrument it, which undoes DISABLE.
             set_local_events(tool, code, 0)
