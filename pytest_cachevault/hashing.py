@@ -29,6 +29,7 @@ from __future__ import annotations
 import ast
 import os
 import time
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Literal
 
@@ -186,6 +187,9 @@ class Hasher:
         self._entries: dict[str, list] = {}
         #: Files stat'ed since code last ran (see :meth:`code_ran`).
         self._confirmed: set[str] = set()
+        #: Python sources stat'ed since their module was last imported: their digests
+        #: hold for the run (see :meth:`code_ran`).
+        self._held: set[str] = set()
         #: Counts :meth:`code_ran`: a check of digests holds while it stays the same.
         self.generation = 0
         #: Directories (absolute, real, ending in a separator) no listing includes.
@@ -198,13 +202,24 @@ class Hasher:
                 if _valid_entry(entry):
                     self._entries[relpath] = [*entry[:4], dict(entry[4])]
 
-    def code_ran(self) -> None:
-        """Code ran that may have changed files: stat them again before trusting a digest."""
+    def code_ran(self, imported: Iterable[str] | None = None) -> None:
+        """Code ran that may have changed files: stat them again before trusting a digest.
+
+        Except Python sources not named in ``imported`` (None: all of them): code runs
+        as its module was imported, whatever the file holds by now, so the digest
+        taken before stands for it. A source saved while a run is under way then
+        makes the next run look at the tests, where a digest taken again would have
+        claimed the new text for code that never ran it."""
         self._confirmed.clear()
+        if imported is None:
+            self._held.clear()
+        else:
+            self._held.difference_update(imported)
         self.generation += 1
 
     def digest(self, relpath: str, kind: Kind) -> str | None:
-        if relpath in self._confirmed:
+        held = relpath in self._held
+        if held or relpath in self._confirmed:
             entry = self._entries.get(relpath)
             if entry is None:
                 return None
@@ -214,12 +229,16 @@ class Hasher:
         try:
             st = os.stat(path)
         except OSError:
+            if held:
+                return None  # gone since its digest was taken: a miss now
             self._entries.pop(relpath, None)
-            self._confirmed.add(relpath)
+            self._confirm(relpath)
             return None
-        self._confirmed.add(relpath)
         key = _stat_key(st)
         entry = self._entries.get(relpath)
+        if held and tuple(entry[:4]) != key:  # type: ignore[index]  # held: entry is known
+            return None  # changed since its digest was taken: a miss now, never the new text
+        self._confirm(relpath)
         if entry is None or tuple(entry[:4]) != key:
             entry = [*key, {}]
             self._entries[relpath] = entry
@@ -242,6 +261,9 @@ class Hasher:
             if kind == "code":
                 digests["code"] = self._shape(data, digests["file"]).digest()
         return digests[kind]
+
+    def _confirm(self, relpath: str) -> None:
+        (self._held if relpath.endswith(".py") else self._confirmed).add(relpath)
 
     def digest_ran(self, relpath: str, functions: str) -> str | None:
         """The ``code`` digest of ``relpath`` keeping the bodies of ``functions``

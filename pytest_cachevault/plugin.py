@@ -406,7 +406,7 @@ class VaultPlugin:
         of its time. Only pytest's own wrappers are known to be idle there: with
         another plugin's (or a conftest's), or under xdist, every test goes through
         the protocol as usual."""
-        self.session.hasher.code_ran()  # collection hooks ran: stat files afresh
+        self.session.hasher.code_ran(imported=())  # collection hooks ran: stat data files afresh
         if not self._may_replay_directly(session):
             return None
         hook = session.config.hook
@@ -503,7 +503,7 @@ class VaultPlugin:
             return (yield)
         finally:
             executed = self.tracer.pop(merge=False)
-            self.session.hasher.code_ran()
+            self.session.code_ran(executed)
             self._guard("reading library module state", lambda: self.session.ran(executed), None)
             if item.get_closest_marker(MARKER) is None:
                 self._guard(

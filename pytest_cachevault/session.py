@@ -302,6 +302,12 @@ class VaultSession:
         if len(sys.modules) != self._modules_seen:
             self._start_from(None)
 
+    def code_ran(self, executed: Executed) -> None:
+        """A test ran ``executed``: stat again the files it may have changed, and the
+        sources of modules it imported (see :meth:`Hasher.code_ran`). A process it
+        started ran sources as they are now: then every file is stat'ed again."""
+        self.hasher.code_ran(None if executed.spawned else self.deps.relpaths(executed.imported))
+
     def collection_finished(self) -> None:
         self.deps.collection_finished()
         self._start_from(None)

@@ -450,6 +450,78 @@ def test_data_file_changed_by_a_test_earlier_in_the_same_run(pytester, run_vault
     assert verbose_statuses(second)["test_a_reads.py::test_first_reader"] == "PASSED (cached)"
 
 
+def test_source_saved_while_the_run_is_under_way(pytester, run_vault):
+    """An editor saves a source between two tests that run the code imported before
+    the save: the later test passed with the old code, so its record must name the
+    old text, and the next run (on the new text) must run it."""
+    write_files(
+        pytester.path,
+        {
+            "calc.py": """
+                def add(a, b):
+                    return a + b
+            """,
+            "test_calc.py": """
+                from pathlib import Path
+
+                import calc
+
+
+                def test_before_the_save():
+                    assert calc.add(2, 3) == 5
+
+
+                def test_an_editor_saves():
+                    path = Path(calc.__file__)
+                    path.write_text(path.read_text().replace("a + b", "a - b"))
+
+
+                def test_after_the_save():
+                    assert calc.add(2, 3) == 5
+            """,
+        },
+    )
+    run_vault().assert_outcomes(passed=3)
+    second = run_vault("-v")
+    second.assert_outcomes(failed=2, passed=1)
+    assert verbose_statuses(second)["test_calc.py::test_after_the_save"] == "FAILED"
+
+
+def test_code_a_test_imported_again_is_recorded_as_it_then_was(pytester, run_vault):
+    """A test that rewrites a source and imports it again runs the new text; it and
+    the tests after it are recorded with it, so the next run replays them."""
+    write_files(
+        pytester.path,
+        {
+            "calc.py": """
+                def add(a, b):
+                    return a + b
+            """,
+            "test_calc.py": """
+                import importlib
+                from pathlib import Path
+
+                import calc
+
+
+                def test_rewrites_and_reloads():
+                    path = Path(calc.__file__)
+                    path.write_text(path.read_text().replace("a + b", "a * b"))
+                    importlib.reload(calc)
+                    assert calc.add(2, 3) == 6
+
+
+                def test_runs_the_new_code():
+                    assert calc.add(2, 3) == 6
+            """,
+        },
+    )
+    run_vault().assert_outcomes(passed=2)
+    second = run_vault()
+    second.assert_outcomes(passed=2)
+    assert vault_counts(second) == (2, 0)
+
+
 def test_project_code_run_in_a_subprocess(pytester, run_vault):
     """A CLI test runs ``cli.py`` in a child interpreter, where this run's tracer cannot
     look: such a test is not stored, so it runs every time."""

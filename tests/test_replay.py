@@ -366,14 +366,20 @@ def test_exitfirst_stops_among_replayed_tests(pytester, run_vault):
 
 def test_a_file_a_live_test_changes_is_checked_again(pytester, run_vault):
     """A lookup's check of a test's inputs holds only until the next live test: it may
-    have edited them. Here a failing test (always live) edits a helper between two tests
-    with the same inputs; the second runs again."""
+    have edited them. Here a failing test (always live) edits the data file a helper
+    reads, between two tests with the same inputs; the second runs again. (A source's
+    digest holds until its module is imported again: the code that runs is still the
+    one imported; see test_invalidation.)"""
     write_files(
         pytester.path,
         {
+            "value.txt": "1",
             "helper.py": """
+                from pathlib import Path
+
+
                 def value():
-                    return 1
+                    return int((Path(__file__).parent / "value.txt").read_text())
             """,
             "test_edit.py": """
                 import os
@@ -388,8 +394,7 @@ def test_a_file_a_live_test_changes_is_checked_again(pytester, run_vault):
 
                 def test_edits_the_helper():
                     if os.environ.get("EDIT_HELPER"):
-                        path = Path(__file__).parent / "helper.py"
-                        path.write_text(path.read_text().replace("1", "2"))
+                        (Path(__file__).parent / "value.txt").write_text("2")
                     assert False
 
 
@@ -403,4 +408,4 @@ def test_a_file_a_live_test_changes_is_checked_again(pytester, run_vault):
     third = run_vault("-v", "--vault-explain", env={"EDIT_HELPER": "1"})
     third.assert_outcomes(passed=2, failed=1)
     assert replayed(third) == {"test_edit.py::test_uses_the_helper_before"}
-    third.stdout.fnmatch_lines(["*test_edit.py::test_uses_the_helper_after*changed: helper.py*"])
+    third.stdout.fnmatch_lines(["*test_edit.py::test_uses_the_helper_after*changed: value.txt*"])

@@ -81,6 +81,43 @@ def test_hasher_stats_a_file_once_until_code_runs(tmp_path):
     assert hasher.digest("a.py", "file") is None
 
 
+def test_a_source_digest_holds_until_its_module_is_imported_again(tmp_path):
+    """Code runs as it was imported: a source saved after its digest was taken keeps
+    that digest (the code that runs is still the old one) until it is imported again,
+    while data files are stat'ed again whenever code ran."""
+    source, data = tmp_path / "a.py", tmp_path / "data.txt"
+    source.write_bytes(MODULE)
+    data.write_text("one")
+    hasher = Hasher(tmp_path)
+    kept = hasher.digest("a.py", "file")
+    read = hasher.digest("data.txt", "file")
+    source.write_bytes(edited(b"LIMIT * 2", b"LIMIT * 4"))
+    data.write_text("two")
+    hasher.code_ran(imported=["b.py"])
+    assert hasher.digest("a.py", "file") == kept
+    assert hasher.digest("data.txt", "file") != read
+    # A digest of another kind would be of the new text: none is given.
+    assert hasher.digest("a.py", "code") is None
+    assert hasher.digest_ran("a.py", "compute") is None
+    hasher.code_ran(imported=["a.py"])
+    assert hasher.digest("a.py", "file") not in (kept, None)
+    assert hasher.digest("a.py", "code") is not None
+
+
+def test_a_held_source_that_is_gone_gives_no_digest(tmp_path):
+    source = tmp_path / "a.py"
+    source.write_bytes(MODULE)
+    hasher = Hasher(tmp_path)
+    kept = hasher.digest("a.py", "file")
+    hasher.digest("a.py", "code")
+    source.unlink()
+    hasher.code_ran(imported=())
+    assert hasher.digest("a.py", "file") == kept
+    assert hasher.digest("a.py", "code") is not None  # taken before: still the code that runs
+    hasher.code_ran()  # every file: the source is gone
+    assert hasher.digest("a.py", "file") is None
+
+
 def test_remembered_digests_are_reused_only_for_the_same_stat(tmp_path, monkeypatch):
     monkeypatch.setattr(hashing, "RACY_SECONDS", 0.0)  # ctime cannot be set back
     path = tmp_path / "a.py"
