@@ -133,3 +133,30 @@ def test_bypass_marker_is_registered(pytester, run_pytest, ran_log):
     markers = run_pytest("--markers")
     assert markers.ret == 0
     markers.stdout.fnmatch_lines(["@pytest.mark.vault_bypass*"])
+
+
+def test_a_run_without_the_vault_loads_none_of_it(pytester, run_pytest):
+    """Installed but off, the plugin adds its options and marker and nothing else: no
+    tracer, no store. Nor ``filelock`` (only ``--vault-gc`` locks), whose import
+    installs an audit hook that every later audited call (``id()``, ``open``...) goes
+    through, with the vault on too."""
+    write_files(
+        pytester.path,
+        {
+            "test_loaded.py": """
+                import sys
+
+
+                def test_loaded():
+                    loaded = sorted(m for m in sys.modules if m.startswith(("pytest_cachevault", "filelock")))
+                    print("loaded:", loaded)
+            """,
+        },
+    )
+    off = run_pytest("-s")
+    off.assert_outcomes(passed=1)
+    assert "loaded: ['pytest_cachevault', 'pytest_cachevault.config', 'pytest_cachevault.plugin']\n" in off.stdout.str()
+    on = run_pytest("-s", "--vault", f"--vault-dir={pytester.path / 'store'}")
+    on.assert_outcomes(passed=1)
+    assert "'pytest_cachevault.runner'" in on.stdout.str()
+    assert "'filelock'" not in on.stdout.str()
