@@ -340,6 +340,106 @@ def test_the_exit_of_a_replaying_run_skips_collecting_its_objects(pytester, run_
     second.stdout.fnmatch_lines(["frozen at exit: True"])
 
 
+PROTOCOL_WRAPPER = """
+    import pytest
+
+
+    @pytest.hookimpl(wrapper=True)
+    def pytest_runtest_protocol(item):
+        return (yield)
+"""
+
+
+@pytest.mark.parametrize("wrapper", ["", PROTOCOL_WRAPPER], ids=["direct", "through the protocol"])
+def test_the_collector_is_paused_while_tests_replay_and_only_then(pytester, run_vault, wrapper):
+    """Python's garbage collector is off while tests are replayed (their reports stay
+    alive, and each full collection would go through them all again), and on whenever
+    test code runs: a live test between replayed ones, and pytest's last collections."""
+    write_files(
+        pytester.path,
+        {
+            "wrapper.py": wrapper,
+            "conftest.py": """
+                import gc
+
+                pytest_plugins = ["wrapper"]
+
+
+                def pytest_runtest_logreport(report):
+                    if report.when == "call":
+                        print(f"collector during {report.nodeid}: {gc.isenabled()}")
+
+
+                def pytest_unconfigure():
+                    print(f"collector at the end: {gc.isenabled()}")
+            """,
+            "test_a.py": """
+                def test_first():
+                    pass
+            """,
+            "test_b.py": """
+                import gc
+
+                import pytest
+
+
+                @pytest.mark.vault_bypass
+                def test_live():
+                    assert gc.isenabled()
+            """,
+            "test_c.py": """
+                def test_last():
+                    pass
+            """,
+        },
+    )
+    run_vault("-s").assert_outcomes(passed=3)
+    second = run_vault("-s")
+    second.assert_outcomes(passed=3)
+    assert vault_counts(second) == (2, 1)
+    second.stdout.fnmatch_lines(
+        [
+            "*collector during test_a.py::test_first: False",
+            "*collector during test_b.py::test_live: True",
+            "*collector during test_c.py::test_last: False",
+            "collector at the end: True",
+        ]
+    )
+
+
+def test_a_collector_the_project_switched_off_stays_off(pytester, run_vault):
+    write_files(
+        pytester.path,
+        {
+            "conftest.py": """
+                import gc
+
+                gc.disable()
+
+
+                def pytest_unconfigure():
+                    print(f"collector at the end: {gc.isenabled()}")
+            """,
+            "test_a.py": """
+                import gc
+
+
+                def test_replayed():
+                    pass
+
+
+                def test_failing_runs_again():
+                    assert gc.isenabled()
+            """,
+        },
+    )
+    run_vault("-s").assert_outcomes(passed=1, failed=1)
+    second = run_vault("-s")
+    second.assert_outcomes(passed=1, failed=1)
+    assert vault_counts(second) == (1, 1)
+    second.stdout.fnmatch_lines(["collector at the end: False"])
+
+
 def test_exitfirst_stops_among_replayed_tests(pytester, run_vault):
     """``-x`` stops at a live failure; the replayed tests after it are not reported."""
     pytester.makepyfile(
