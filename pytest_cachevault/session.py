@@ -83,7 +83,7 @@ class VaultSession:
         #: What :meth:`_changed` found for each collection record name (its inputs),
         #: result file (its common inputs) and entry since the files were last stat'ed.
         self._checked: dict[object, str | None] = {}
-        self._checked_when: tuple[int, bool] = (-1, False)
+        self._checked_when = -1
         #: The result files of the test modules this run is in (or decided stand-ins for).
         self._modules: dict[str, records.ModuleResults] = {}
         self._conftests_of: dict[Path, tuple[str, ...]] = {}
@@ -107,37 +107,39 @@ class VaultSession:
 
     def _remembered(self, what: object, check: Callable[[], str | None]) -> str | None:
         """``check()`` once for ``what`` while no code runs (files are not stat'ed again)."""
-        when = (self.hasher.generation, self.deps.baseline is None)
-        if when != self._checked_when:
+        if self.hasher.generation != self._checked_when:
             self._checked.clear()
-            self._checked_when = when
+            self._checked_when = self.hasher.generation
         if what not in self._checked:
             self._checked[what] = check()
         return self._checked[what]
 
-    def _changed(self, own: object, shared: object) -> str | None:
-        """The first of these inputs that differs now ("" if they are malformed)."""
-        if not is_group(own) or not isinstance(shared, list):
+    def _changed(self, what: object, own: object, shared: object) -> str | None:
+        """The first of these inputs that differs now ("" if they are malformed): the own
+        ones checked once for ``what`` while no code runs, the shared ones each time
+        (:meth:`Dependencies.changed_shared` remembers them, and holds them against
+        what collection loaded once it is over)."""
+        changed = self._remembered(what, lambda: self.deps.changed(own) if is_group(own) else "")
+        if changed is not None:
+            return changed
+        if not isinstance(shared, list):
             return ""
-        changed = self.deps.changed(own)  # type: ignore[arg-type]
         for name in shared:
-            if changed is not None:
-                break
             group = self._shared(name)
             changed = "" if group is None else self.deps.changed_shared(name, group)
-        return changed
+            if changed is not None:
+                return changed
+        return None
 
     def _entry_changed(self, candidate: Candidate, nodeid: str, entry: dict) -> str | None:
         """The first input of a stored test result that differs now: the file's common
         inputs (checked once per file), then the test's own."""
         payload = candidate.payload
-        changed = self._remembered(candidate.path, lambda: self._changed(payload.get("common"), []))
+        changed = self._changed(candidate.path, payload.get("common"), [])
         if changed is not None:
             return changed
-        return self._remembered(
-            (candidate.path, nodeid),
-            lambda: self._changed(entry.get("inputs"), entry.get("shared", payload.get("shared"))),
-        )
+        return self._changed((candidate.path, nodeid), entry.get("inputs"),
+                             entry.get("shared", payload.get("shared")))
 
     def _module(self, nodeid: str) -> records.ModuleResults:
         module = fingerprint.module_of(nodeid)
@@ -197,10 +199,7 @@ class VaultSession:
         key = collect.collection_key(self.environment_id, relpath)
         for candidate in self.store.candidates(key, COLLECTIONS):
             payload = candidate.payload
-            changed = self._remembered(
-                candidate.name or candidate.path,
-                lambda: self._changed(payload.get("inputs"), payload.get("shared")),
-            )
+            changed = self._changed(candidate.name or candidate.path, payload.get("inputs"), payload.get("shared"))
             if changed is None:
                 return collect.valid_items(payload)
         return None
