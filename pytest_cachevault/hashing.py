@@ -236,7 +236,7 @@ class Hasher:
             return None
         key = _stat_key(st)
         entry = self._entries.get(relpath)
-        if held and tuple(entry[:4]) != key:  # type: ignore[index]  # held: entry is known
+        if held and entry is not None and tuple(entry[:4]) != key:
             return None  # changed since its digest was taken: a miss now, never the new text
         self._confirm(relpath)
         if entry is None or tuple(entry[:4]) != key:

@@ -80,8 +80,8 @@ class VaultSession:
         self._module_state: ModuleState | None = None
         self._modules_seen = -1
         self._objects: dict[str, Group | None] = {}
-        #: What :meth:`_changed` found for each collection record name (its inputs),
-        #: result file (its common inputs) and entry since the files were last stat'ed.
+        #: What :meth:`_changed` found of the own inputs of each collection record (by
+        #: name), result file (its common inputs) and entry since code last ran.
         self._checked: dict[object, str | None] = {}
         self._checked_when = -1
         #: The result files of the test modules this run is in (or decided stand-ins for).
@@ -199,7 +199,8 @@ class VaultSession:
         key = collect.collection_key(self.environment_id, relpath)
         for candidate in self.store.candidates(key, COLLECTIONS):
             payload = candidate.payload
-            changed = self._changed(candidate.name or candidate.path, payload.get("inputs"), payload.get("shared"))
+            changed = self._changed(candidate.name or candidate.path, payload.get("inputs"),
+                                    payload.get("shared"))
             if changed is None:
                 return collect.valid_items(payload)
         return None
