@@ -408,6 +408,9 @@ def test_the_collector_is_paused_while_tests_replay_and_only_then(pytester, run_
 
 
 def test_a_collector_the_project_switched_off_stays_off(pytester, run_vault):
+    """The vault neither pauses nor resumes a collector the project switched off: the
+    live test after a replayed one still finds it off (its failure is the expected
+    outcome), and so does the end of the session."""
     write_files(
         pytester.path,
         {
