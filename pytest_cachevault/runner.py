@@ -226,8 +226,9 @@ class VaultPlugin:
         """A stand-in for a test module whose stored collection and tests would all replay."""
         if not self.skip_collection or module_path.name == "__init__.py":
             return None
-        return self._guard(f"looking up the collection of {module_path.name}",
-                           lambda: self._stand_in(module_path, parent), None)
+        with collect.collector_paused():
+            return self._guard(f"looking up the collection of {module_path.name}",
+                               lambda: self._stand_in(module_path, parent), None)
 
     def _stand_in(self, path: Path, parent: pytest.Collector) -> collect.StoredModule | None:
         relpath = self.session.deps.relpath(str(path))

@@ -398,3 +398,58 @@ def test_without_the_cacheprovider(pytester, run_vault, ran_log):
     write_files(pytester.path, SAMPLE)
     run_vault("-p", "no:cacheprovider").assert_outcomes(passed=4, skipped=1)
     assert vault_counts(run_vault("-p", "no:cacheprovider")) == (5, 0)
+
+
+GC_WATCH = """
+    import gc
+    import sys
+
+    import pytest
+
+    seen = {"building stand-ins": 0, "elsewhere in collection": 0}
+
+
+    def _watch(phase, info):
+        if phase != "start":
+            return
+        frame = sys._getframe(1)
+        while frame is not None:
+            code = frame.f_code
+            # the constructors of the stand-in module, classes and items
+            if code.co_filename.endswith("collect.py") and code.co_name == "__init__":
+                seen["building stand-ins"] += 1
+                return
+            frame = frame.f_back
+        seen["elsewhere in collection"] += 1
+
+
+    def pytest_collection(session):
+        gc.set_threshold(1)  # a collection at nearly every allocation
+        gc.callbacks.append(_watch)
+
+
+    def pytest_collection_finish(session):
+        gc.callbacks.remove(_watch)
+        gc.set_threshold(700, 10, 10)
+        for where, count in seen.items():
+            print(f"collector runs {where}: {count}")
+"""
+
+
+def test_the_collector_is_paused_while_stand_ins_are_built(pytester, run_vault, ran_log):
+    """Building stand-ins runs no test code but makes objects that live as long as the
+    session, so Python's garbage collector is off meanwhile (each full collection
+    would go through all the items made before). Here the collector is asked to run at
+    nearly every allocation: it runs elsewhere in the collection, never in there."""
+    write_files(pytester.path, {**SAMPLE, "conftest.py": GC_WATCH})
+    run_vault("-s")
+    second = run_vault("-s")
+    assert vault_counts(second) == (5, 0)
+    assert imported(ran_log.take()) == ["test_other", "test_params"]  # the first run only
+    runs = {
+        line.partition(":")[0].removeprefix("collector runs "): int(line.partition(":")[2])
+        for line in second.outlines
+        if line.startswith("collector runs ")
+    }
+    assert runs["building stand-ins"] == 0
+    assert runs["elsewhere in collection"] > 0

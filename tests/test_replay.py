@@ -409,8 +409,9 @@ def test_the_collector_is_paused_while_tests_replay_and_only_then(pytester, run_
 
 def test_a_collector_the_project_switched_off_stays_off(pytester, run_vault):
     """The vault neither pauses nor resumes a collector the project switched off: the
-    live test after a replayed one still finds it off (its failure is the expected
-    outcome), and so does the end of the session."""
+    live test after a replayed one, and after a module's stand-in was built, still
+    finds it off (its failure is the expected outcome), and so does the end of the
+    session."""
     write_files(
         pytester.path,
         {
@@ -434,12 +435,16 @@ def test_a_collector_the_project_switched_off_stays_off(pytester, run_vault):
                 def test_failing_runs_again():
                     assert gc.isenabled()
             """,
+            "test_b.py": """
+                def test_stood_in():
+                    pass
+            """,
         },
     )
-    run_vault("-s").assert_outcomes(passed=1, failed=1)
+    run_vault("-s").assert_outcomes(passed=2, failed=1)
     second = run_vault("-s")
-    second.assert_outcomes(passed=1, failed=1)
-    assert vault_counts(second) == (1, 1)
+    second.assert_outcomes(passed=2, failed=1)
+    assert vault_counts(second) == (2, 1)
     second.stdout.fnmatch_lines(["collector at the end: False"])
 
 
