@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 import xml.etree.ElementTree as ET
 
 import pytest
@@ -11,11 +13,13 @@ from conftest import (
     OUTCOMES,
     OUTCOMES_TOTAL,
     RANLOG_MODULE,
+    RUN_TIMEOUT,
     executed,
     replayed,
     skip_lines,
     store_files,
     store_snapshot,
+    subprocess_env,
     vault_counts,
     vault_reasons,
     write_files,
@@ -338,6 +342,111 @@ def test_the_exit_of_a_replaying_run_skips_collecting_its_objects(pytester, run_
     second = run_vault()
     assert vault_counts(second) == (1, 0)
     second.stdout.fnmatch_lines(["frozen at exit: True"])
+
+
+FREEZE_WATCH = """
+    import gc
+
+    import pytest
+
+    frozen_at_start = gc.get_freeze_count()  # Python 3.12 starts with some frozen
+
+
+    class Cycle:
+        def __init__(self):
+            self.me = self
+
+        def __del__(self):
+            raise RuntimeError("raised by a cycle the session left")
+
+
+    @pytest.fixture(scope="session")
+    def leaves_a_cycle():
+        yield
+        Cycle()  # garbage only pytest's last collections find
+
+
+    def pytest_configure(config):
+        config.add_cleanup(
+            lambda: print("frozen before pytest's cleanup:", gc.get_freeze_count() > frozen_at_start)
+        )
+"""
+
+
+def test_what_survives_pytests_last_collection_is_frozen(pytester, run_vault):
+    """pytest ends a session with two full collections. In a run that replayed, what
+    survives the first is frozen, so the second passes over it; the first still finds
+    the garbage the session left (here an exception its ``__del__`` raises is
+    reported as pytest reports it)."""
+    write_files(
+        pytester.path,
+        {
+            "conftest.py": FREEZE_WATCH,
+            "test_a.py": """
+                def test_replayed():
+                    pass
+            """,
+            "test_b.py": """
+                import pytest
+
+
+                @pytest.mark.vault_bypass
+                def test_live(leaves_a_cycle):
+                    pass
+            """,
+        },
+    )
+    first = run_vault("-s")
+    first.stdout.fnmatch_lines(["frozen before pytest's cleanup: False"])
+    second = run_vault("-s")
+    assert vault_counts(second) == (1, 1)
+    second.stdout.fnmatch_lines(["frozen before pytest's cleanup: True"])
+    for run in (first, second):
+        assert "RuntimeError: raised by a cycle the session left" in run.stdout.str() + run.stderr.str()
+
+
+def test_a_session_the_process_outlives_freezes_nothing(pytester, run_pytest, vault_store):
+    """A session started by other code (``pytest.main()``), or inside another session,
+    leaves the collector as it was: the process goes on, and frozen objects would never
+    be freed."""
+    write_files(
+        pytester.path,
+        {
+            "inner/test_inner.py": """
+                def test_inner():
+                    pass
+            """,
+            "test_outer.py": f"""
+                import gc
+
+                import pytest
+
+
+                def test_sessions_inside_this_one():
+                    frozen_at_start = gc.get_freeze_count()
+                    for _ in range(2):  # the second replays
+                        assert pytest.main(["-q", "-p", "no:cacheprovider", "--vault",
+                                            "--vault-dir={vault_store}", "inner"]) == 0
+                    assert gc.get_freeze_count() == frozen_at_start
+            """,
+            "main.py": f"""
+                import gc
+
+                import pytest
+
+                frozen_at_start = gc.get_freeze_count()
+                for _ in range(2):
+                    assert pytest.main(["-q", "-p", "no:cacheprovider", "--vault",
+                                        "--vault-dir={vault_store}", "inner"]) == 0
+                print("frozen after pytest.main():", gc.get_freeze_count() > frozen_at_start)
+            """,
+        },
+    )
+    run_pytest("test_outer.py").assert_outcomes(passed=1)
+    script = subprocess.run([sys.executable, "main.py"], cwd=pytester.path, capture_output=True,
+                            text=True, timeout=RUN_TIMEOUT, env=subprocess_env())
+    assert "vault: 1 replayed" in script.stdout  # the vault was on, and replayed
+    assert "frozen after pytest.main(): False" in script.stdout, script.stdout + script.stderr
 
 
 PROTOCOL_WRAPPER = """
