@@ -18,7 +18,8 @@ unset) and ``external`` (see :meth:`Dependencies.external`). A test's inputs are
 
 The import state is the same for most tests, so it is stored once as an object and
 verified once per run. Files outside the rootdir belong to the interpreter and the
-installed distributions, which the environment fingerprint covers.
+installed distributions, which the environment fingerprint covers, except modules
+loaded from elsewhere (part ``external``, see :meth:`Dependencies.external`).
 """
 
 from __future__ import annotations
@@ -119,7 +120,7 @@ class Dependencies:
         self._relpaths: dict[str, str | None] = {}
         #: Relative paths of the test modules pytest collected (not library code).
         self.test_modules: set[str] = set()
-        self._loaded: tuple[int, frozenset[str]] = (-1, frozenset())
+        self._loaded: tuple[tuple[int, int], frozenset[str]] = ((-1, -1), frozenset())
         #: Library modules loaded once collection is over (None before); see
         #: :meth:`changed_shared`.
         self.baseline: frozenset[str] | None = None
@@ -127,9 +128,12 @@ class Dependencies:
         self._holders: tuple[int, tuple[list, list]] = (-1, ([], []))
         self._holders_by_module: dict[str, tuple] = {}
         self._external: tuple[int, dict[str, str]] = (-1, {})
+        #: Path -> (digest of the path, of the content) of each module file read there.
+        self._external_files: dict[str, tuple[str, str]] = {}
         self.external_baseline: dict[str, str] = {}
         self._verified: dict[str, str | None] = {}
-        self._verified_since_collection: dict[str, str | None] = {}
+        #: Shared group name -> (what was loaded, verdict) of :meth:`_changed_loaded`.
+        self._verified_loaded: dict[str, tuple[tuple[int, int], str | None]] = {}
 
     # -- names ----------------------------------------------------------------------
     def relpath(self, filename: str) -> str | None:
@@ -188,8 +192,9 @@ class Dependencies:
         return {r: self.hasher.digest(r, "file") for r in sorted(relpaths)}
 
     def loaded_library(self) -> frozenset[str]:
-        """Library modules in ``sys.modules`` now (recomputed only when it grew)."""
-        count = len(sys.modules)
+        """Library modules in ``sys.modules`` now (recomputed only when it grew, or
+        collection found another test module: one may be loaded before it is collected)."""
+        count = (len(sys.modules), len(self.test_modules))
         if self._loaded[0] != count:
             found = set()
             for module in list(sys.modules.values()):
@@ -232,7 +237,9 @@ class Dependencies:
         Code on ``PYTHONPATH``, an ini ``pythonpath`` or another project installed in
         editable mode: neither the tree nor the environment fingerprint covers it, so
         its whole content counts. Keyed by a digest of the path, so that the store holds
-        no absolute path and is never told what to read.
+        no absolute path and is never told what to read. Each file is read once per
+        run, as a source's digest holds until its module is imported again (see
+        :meth:`Hasher.code_ran`): what runs is what was loaded.
         """
         count = len(sys.modules)
         if self._external[0] != count:
@@ -244,11 +251,15 @@ class Dependencies:
                 path = os.path.normpath(os.path.abspath(filename))
                 if path.startswith(self._root_prefix) or path.startswith(self._excluded):
                     continue
-                try:
-                    with open(path, "rb") as f:
-                        found[digest_bytes(path.encode())] = digest_bytes(f.read())
-                except OSError:
-                    continue
+                digests = self._external_files.get(path)
+                if digests is None:
+                    try:
+                        with open(path, "rb") as f:
+                            digests = (digest_bytes(path.encode()), digest_bytes(f.read()))
+                    except OSError:
+                        continue
+                    self._external_files[path] = digests
+                found[digests[0]] = digests[1]
             self._external = (count, dict(sorted(found.items())))
         return self._external[1]
 
@@ -392,31 +403,54 @@ class Dependencies:
         return None
 
     def changed_shared(self, name: str, group: Group) -> str | None:
-        """:meth:`changed` for a shared group, remembered for the rest of the run.
-
-        Once collection is over (:meth:`collection_finished`), also fails a group
-        recorded when fewer library modules were loaded than are now: a module that was
-        not there then may have changed shared state at import.
-        """
+        """:meth:`changed` for a shared group, remembered for the rest of the run, and
+        :meth:`_changed_loaded`, remembered while no module is loaded or collected."""
         if name not in self._verified:
             self._verified[name] = self.changed(group)
-        if self._verified[name] is not None or self.baseline is None:
+        if self._verified[name] is not None:
             return self._verified[name]
-        if name not in self._verified_since_collection:
-            missing = self.baseline - group["code"].keys()
-            verdict = f"changed: {min(missing)} (now loaded)" if missing else None
-            if verdict is None:
-                recorded = group.get("external", {})
-                if any(recorded.get(k) != v for k, v in self.external_baseline.items()):
-                    verdict = "changed: code outside the rootdir"
-            self._verified_since_collection[name] = verdict
-        return self._verified_since_collection[name]
+        loaded = (len(sys.modules), len(self.test_modules))
+        remembered = self._verified_loaded.get(name)
+        if remembered is None or remembered[0] != loaded:
+            remembered = self._verified_loaded[name] = (loaded, self._changed_loaded(group))
+        return remembered[1]
+
+    def _changed_loaded(self, group: Group) -> str | None:
+        """What the modules loaded now say of a shared group.
+
+        It fails when a library module is loaded that was not when it was recorded
+        (one that was not there then may have changed shared state at import), and
+        the same for code outside the rootdir. Once collection is over
+        (:meth:`collection_finished`) against what collection loaded, before that
+        against what is loaded so far: collection only adds to it, so a test module
+        whose tests would not replay is not stood in for.
+
+        Code outside the rootdir is known only by what is loaded (see :meth:`external`):
+        a module it recorded that is not loaded now (a test module stood in for would
+        import it, or a test imports it in its body) cannot be compared, so the group
+        fails until it is.
+        """
+        collected = self.baseline is not None
+        loaded = self.baseline if collected else self.loaded_library()
+        missing = loaded - group["code"].keys()  # type: ignore[operator]
+        if missing:
+            return f"changed: {min(missing)} (now loaded)"
+        recorded = group.get("external", {})
+        current = self.external()
+        if any(key not in recorded for key in (self.external_baseline if collected else current)):
+            return "changed: code outside the rootdir"
+        for key, digest in recorded.items():
+            if key not in current:
+                return "changed: code outside the rootdir (not loaded yet)"
+            if current[key] != digest:
+                return "changed: code outside the rootdir"
+        return None
 
     def collection_finished(self) -> None:
         """Fix what collection loaded: shared groups are held against it from now on."""
         self.baseline = self.loaded_library()
         self.external_baseline = self.external()
-        self._verified_since_collection = {}
+        self._verified_loaded = {}
 
 
 _LRU_CACHE_WRAPPER = type(functools.lru_cache(lambda: None))

@@ -270,6 +270,7 @@ class VaultSession:
             self.tracer.outside_size(),
             len(self.state_functions),
             self.deps.loaded_library(),
+            self.deps.external(),  # a test may import code from outside the rootdir
             self.deps.filled_caches(),
             blind,
         )

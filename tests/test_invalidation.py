@@ -7,6 +7,7 @@ that failure: a cached pass would be the plugin lying.
 
 from __future__ import annotations
 
+import os
 import shutil
 import sys
 
@@ -856,3 +857,27 @@ def test_value_a_later_test_takes_from_a_cache_an_earlier_test_filled(pytester, 
     edit(pytester.path / "lib/loader.py", "name.upper()", "name.lower()")
     result = run_vault("-v")
     result.assert_outcomes(failed=2)
+
+
+@pytest.mark.parametrize("where", ["module", "test"], ids=["imported by the test module", "imported in the test"])
+def test_code_outside_the_rootdir_that_changed_reruns(pytester, run_vault, tmp_path_factory, where):
+    """A module on ``PYTHONPATH`` (or another project installed editable) is covered by
+    what the loaded modules' files hold. One not loaded when a test is looked up (its
+    test module is not imported, or the test imports it in its body) cannot be
+    compared: the test runs, and fails if the module's change breaks it."""
+    outside = tmp_path_factory.mktemp("outside")
+    (outside / "helper.py").write_text("def value():\n    return 1\n")
+    imports = {
+        "module": "import helper\n\n\ndef test_value():\n    assert helper.value() == 1\n",
+        "test": "def test_value():\n    import helper\n\n    assert helper.value() == 1\n",
+    }
+    (pytester.path / "test_helper.py").write_text(imports[where])
+    env = {"PYTHONPATH": os.pathsep.join(filter(None, [str(outside), os.environ.get("PYTHONPATH")]))}
+    run_vault(env=env).assert_outcomes(passed=1)
+    if where == "module":  # unchanged: replayed, its test module imported to compare
+        assert vault_counts(run_vault(env=env)) == (1, 0)
+
+    (outside / "helper.py").write_text("def value():\n    return 2\n")
+    result = run_vault(env=env)
+    result.assert_outcomes(failed=1)
+    assert vault_counts(result) == (0, 1)
