@@ -423,6 +423,9 @@ GC_WATCH = """
         seen["elsewhere in collection"] += 1
 
 
+    usual = gc.get_threshold()
+
+
     def pytest_collection(session):
         gc.set_threshold(1)  # a collection at nearly every allocation
         gc.callbacks.append(_watch)
@@ -430,7 +433,7 @@ GC_WATCH = """
 
     def pytest_collection_finish(session):
         gc.callbacks.remove(_watch)
-        gc.set_threshold(700, 10, 10)
+        gc.set_threshold(*usual)
         for where, count in seen.items():
             print(f"collector runs {where}: {count}")
 """
