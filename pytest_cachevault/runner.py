@@ -153,6 +153,11 @@ def _spare_the_exit_collection() -> None:
     atexit.register(python_gc.freeze)
 
 
+_SESSION_FILE = os.path.join("_pytest", "main.py")
+#: Where pytest's command starts a session (``console_main``; ``_console_main`` in 9.2).
+_COMMAND_FILE = os.path.join("_pytest", "config", "__init__.py")
+
+
 def _the_process_ends_with_this_session() -> bool:
     """Whether this session was started by pytest's command (``pytest``, ``python -m
     pytest``) and runs inside no other: the process then ends with it. Not a session
@@ -168,11 +173,6 @@ def _the_process_ends_with_this_session() -> bool:
             command = True
         frame = frame.f_back
     return command and sessions == 1
-
-
-_SESSION_FILE = os.path.join("_pytest", "main.py")
-#: Where pytest's command starts a session (``console_main``; ``_console_main`` in 9.2).
-_COMMAND_FILE = os.path.join("_pytest", "config", "__init__.py")
 
 
 class CollectorPause:
@@ -196,10 +196,11 @@ class CollectorPause:
 
     def __init__(self) -> None:
         self._paused = False
-        self._replayed = False
+        #: Whether any test of the session was replayed.
+        self.replayed = False
 
     def replaying(self) -> None:
-        self._replayed = True
+        self.replayed = True
         if not self._paused and python_gc.isenabled():
             python_gc.disable()
             self._paused = True
@@ -217,7 +218,7 @@ class CollectorPause:
     # the collection of pytest's own.
     @pytest.hookimpl(trylast=True, specname="pytest_unconfigure")
     def pytest_unconfigure_frozen(self) -> None:
-        if self._replayed and python_gc.isenabled() and _the_process_ends_with_this_session():
+        if self.replayed and python_gc.isenabled() and _the_process_ends_with_this_session():
             python_gc.freeze()
 
 
@@ -248,7 +249,6 @@ class VaultPlugin:
         self.tracer = session.tracer
         self._reports: list[pytest.TestReport] = []
         self._warnings: list = []
-        self._replayed_any = False
         self.skip_collection = _can_skip_collection(session.config, session.vault)
         #: Test modules collected for real and what they held, to be stored.
         self._collected_items: dict[pytest.Collector, list[tuple[pytest.Item, collect.Shape]]] = {}
@@ -354,7 +354,6 @@ class VaultPlugin:
             nextitem = items[i + 1] if i + 1 < len(items) else None
             verdict = self._verdict(item)
             if verdict.reports is not None and not verdict.warnings:
-                self._replayed_any = True
                 self.collector.replaying()
                 replay.emit(item, verdict.reports, verdict.warnings)
                 self._leaving(item, nextitem)
@@ -425,7 +424,6 @@ class VaultPlugin:
         verdict = decided[1] if decided is not None and decided[0] is item else self._verdict(item)
         try:
             if verdict.reports is not None:
-                self._replayed_any = True
                 self.collector.replaying()
                 return (yield)
             if isinstance(item, collect.StoredItem):  # the Replayer runs the real test instead
@@ -462,7 +460,7 @@ class VaultPlugin:
     def pytest_runtest_setup(self, item: pytest.Item):
         # A replayed test left the fixtures of the live test before it standing (pytest
         # keeps what the *next* item shares): tear down what this item does not share.
-        if self._replayed_any:
+        if self.collector.replayed:
             item.session._setupstate.teardown_exact(item)
         return (yield)
 
@@ -487,7 +485,7 @@ class VaultPlugin:
     def pytest_sessionfinish(self, session: pytest.Session) -> None:
         self.tracer.trace_children(None)
         self._guard("storing the results", self.session.finish, None)
-        if self._replayed_any:
+        if self.collector.replayed:
             _spare_the_exit_collection()
         for problem in self.session.problems + self.session.store.problems:
             self.reporter.add_warning(problem)
