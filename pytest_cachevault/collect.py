@@ -180,14 +180,15 @@ def valid_items(payload: dict) -> list | None:
 
 @contextlib.contextmanager
 def collector_paused() -> Iterator[None]:
-    """Python's cyclic garbage collector, off while stand-ins are looked up and built.
+    """Python's cyclic garbage collector, off while the plugin does its own work: it
+    builds stand-ins, and stores what a live test did or what a module held.
 
-    That runs no test code, only this plugin's and pytest's node constructors, yet it
-    makes tens of thousands of objects that live as long as the session, and each full
-    collection the collector starts meanwhile traverses all that came before: a warm
-    run of packaging ran 6 of them while it collected (1.3 s of 10). Paused for each
-    stand-in module and class, the collector catches up after each in one collection
-    where it would have run several. A collector someone else switched off stays off."""
+    That runs no test code, yet it makes many objects, some of which (stand-ins) live
+    as long as the session, and each full collection the collector starts meanwhile
+    traverses all the session made before: a warm run of packaging ran 6 of them while
+    it built stand-ins (1.3 s of 10). Paused there, the collector catches up afterwards
+    in one collection where it would have run several. A collector someone else
+    switched off stays off."""
     if not python_gc.isenabled():
         yield
         return

@@ -330,9 +330,10 @@ class VaultPlugin:
         self.session.collection_finished()
         if os.environ.get("PYTEST_XDIST_WORKER", "gw0") != "gw0":
             return  # every worker collects the same: one writes
-        for module, items in self._collected_items.items():
-            self._guard(f"recording the collection of {module.nodeid}",
-                        lambda: self.session.record_collection(module, items), None)
+        with collect.collector_paused():
+            for module, items in self._collected_items.items():
+                self._guard(f"recording the collection of {module.nodeid}",
+                            lambda: self.session.record_collection(module, items), None)
         self._collected_items.clear()
 
     @pytest.hookimpl(tryfirst=True)
@@ -442,19 +443,21 @@ class VaultPlugin:
         try:
             return (yield)
         finally:
-            executed = self.tracer.pop(merge=False)
-            self.session.code_ran(executed)
-            self._guard("reading library module state", lambda: self.session.ran(executed), None)
-            if item.get_closest_marker(MARKER) is None:
-                self._guard(
-                    f"recording {item.nodeid}",
-                    lambda: self.session.record(item, self._reports, self._warnings, executed),
-                    None,
-                )
+            with collect.collector_paused():  # what follows runs no test code
+                executed = self.tracer.pop(merge=False)
+                self.session.code_ran(executed)
+                self._guard("reading library module state", lambda: self.session.ran(executed), None)
+                if item.get_closest_marker(MARKER) is None:
+                    self._guard(
+                        f"recording {item.nodeid}",
+                        lambda: self.session.record(item, self._reports, self._warnings, executed),
+                        None,
+                    )
 
     def _leaving(self, item: pytest.Item, nextitem: pytest.Item | None) -> None:
-        self._guard(f"storing the results of {item.path.name}",
-                    lambda: self.session.leaving(item.nodeid, nextitem and nextitem.nodeid), None)
+        with collect.collector_paused():
+            self._guard(f"storing the results of {item.path.name}",
+                        lambda: self.session.leaving(item.nodeid, nextitem and nextitem.nodeid), None)
 
     @pytest.hookimpl(wrapper=True, tryfirst=True)
     def pytest_runtest_setup(self, item: pytest.Item):

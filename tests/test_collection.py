@@ -402,25 +402,35 @@ def test_without_the_cacheprovider(pytester, run_vault, ran_log):
 
 GC_WATCH = """
     import gc
+    import os
     import sys
 
     import pytest
 
-    seen = {"building stand-ins": 0, "elsewhere in collection": 0}
+    seen = {"building stand-ins": 0, "recording": 0,
+            "elsewhere in collection": 0, "elsewhere in the run": 0}
+    phase = "elsewhere in collection"
+    PLUGIN = os.sep + "pytest_cachevault" + os.sep
+    # the plugin's bookkeeping of a live test and of a module it collected
+    RECORDING = {"record", "leaving", "ran", "code_ran", "record_collection"}
 
 
-    def _watch(phase, info):
-        if phase != "start":
+    def _watch(step, info):
+        if step != "start":
             return
         frame = sys._getframe(1)
         while frame is not None:
             code = frame.f_code
-            # the constructors of the stand-in module, classes and items
-            if code.co_filename.endswith("collect.py") and code.co_name == "__init__":
-                seen["building stand-ins"] += 1
-                return
+            if PLUGIN in code.co_filename:
+                # the constructors of the stand-in module, classes and items
+                if code.co_filename.endswith("collect.py") and code.co_name == "__init__":
+                    seen["building stand-ins"] += 1
+                    return
+                if code.co_filename.endswith("session.py") and code.co_name in RECORDING:
+                    seen["recording"] += 1
+                    return
             frame = frame.f_back
-        seen["elsewhere in collection"] += 1
+        seen[phase] += 1
 
 
     usual = gc.get_threshold()
@@ -431,12 +441,29 @@ GC_WATCH = """
         gc.callbacks.append(_watch)
 
 
-    def pytest_collection_finish(session):
+    def pytest_runtest_logstart(nodeid, location):
+        global phase
+        phase = "elsewhere in the run"
+
+
+    def pytest_sessionfinish(session):
         gc.callbacks.remove(_watch)
         gc.set_threshold(*usual)
+
+
+    def pytest_terminal_summary(terminalreporter):
         for where, count in seen.items():
-            print(f"collector runs {where}: {count}")
+            terminalreporter.write_line(f"collector runs {where}: {count}")
 """
+
+
+def collector_runs(result: pytest.RunResult) -> dict[str, int]:
+    """``{where: count}`` from the ``collector runs WHERE: COUNT`` lines GC_WATCH prints."""
+    return {
+        line.partition(":")[0].removeprefix("collector runs "): int(line.partition(":")[2])
+        for line in result.outlines
+        if line.startswith("collector runs ")
+    }
 
 
 def test_the_collector_is_paused_while_stand_ins_are_built(pytester, run_vault, ran_log):
@@ -449,10 +476,19 @@ def test_the_collector_is_paused_while_stand_ins_are_built(pytester, run_vault, 
     second = run_vault("-s")
     assert vault_counts(second) == (5, 0)
     assert imported(ran_log.take()) == ["test_other", "test_params"]  # the first run only
-    runs = {
-        line.partition(":")[0].removeprefix("collector runs "): int(line.partition(":")[2])
-        for line in second.outlines
-        if line.startswith("collector runs ")
-    }
+    runs = collector_runs(second)
     assert runs["building stand-ins"] == 0
     assert runs["elsewhere in collection"] > 0
+
+
+def test_the_collector_is_paused_while_live_tests_are_recorded(pytester, run_vault, ran_log):
+    """Storing what a live test did (and what a module held) runs no test code, yet
+    each full collection the collector would start there goes through everything the
+    session made so far; the collector is off meanwhile and catches up between tests."""
+    write_files(pytester.path, {**SAMPLE, "conftest.py": GC_WATCH})
+    first = run_vault("-s")
+    assert vault_counts(first) == (0, 5)
+    runs = collector_runs(first)
+    assert runs["recording"] == 0
+    assert runs["elsewhere in collection"] > 0
+    assert runs["elsewhere in the run"] > 0
