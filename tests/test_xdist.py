@@ -228,7 +228,7 @@ def test_two_workers_match_a_serial_run_outcome_for_outcome(pytester, run_pytest
         seen[mode, "records"] = record_files(store)
         seen[mode, "stored"] = stored_tests(store)
 
-    serial, xdist = seen["serial", 1], seen["xdist", 1]
+    serial = seen["serial", 1]
     assert serial["ret"] == pytest.ExitCode.TESTS_FAILED
     assert serial["pytest"] == {"passed": 17, "failed": 2, "skipped": 2, "xfailed": 1, "xpassed": 1, "errors": 1}
     assert serial["counts"] == (0, 24)
