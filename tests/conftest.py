@@ -224,6 +224,18 @@ def outcomes_project(pytester: pytest.Pytester) -> Path:
 
 
 # -- the store -----------------------------------------------------------------------
+@pytest.fixture
+def store(tmp_path: Path):
+    """For the store's unit tests (``tests/unit``): an empty store, laid out and ready,
+    in this test's temporary directory. It lives here, not in a conftest of its own, so
+    that ``conftest`` names this module whichever tests a run selects."""
+    from pytest_cachevault.store import Store
+
+    store = Store(tmp_path / "vault")
+    store.ensure()
+    return store
+
+
 def store_files(store: Path) -> list[Path]:
     return sorted(p for p in store.rglob("*") if p.is_file())
 
