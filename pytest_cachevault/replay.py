@@ -37,8 +37,10 @@ _ROOT_TOKEN = "{vault-rootdir}"
 #: put back on replay; the node id is the entry's name in its result file.
 _DEFAULTS = {"longrepr": None, "user_properties": [], "sections": []}
 _rebuilder_key = pytest.StashKey["Callable[[dict], object]"]()
-#: pytest's own report decoders, and the field by which its subtests plugin claims a report.
-_PYTEST_DECODERS = ("_pytest.reports", "_pytest.subtests")
+#: pytest's own report decoders, and this plugin's xdist receiver (:mod:`wire`), which
+#: decodes only what a worker sends.
+_KNOWN_DECODERS = ("_pytest.reports", "_pytest.subtests", "pytest_cachevault.wire")
+#: The field by which pytest's subtests plugin claims a report.
 _SUBTEST_TYPE = "_report_type"
 _ABSENT = object()
 
@@ -97,10 +99,11 @@ def _tuples(report: pytest.TestReport) -> None:
 def _rebuilder(config: pytest.Config) -> Callable[[dict], object]:
     """How to turn one stored report back into a report, worked out once per run.
 
-    While pytest's own are the only ``pytest_report_from_serializable`` hooks, a plain
-    test report without a traceback (the passed and skipped reports a warm run is made
-    of) is built directly: the hook and pytest's general decoding took a tenth of a
-    warm run. Anything else (a traceback, a subtest's report) goes through the hook."""
+    While pytest's own (and :mod:`wire`'s) are the only ``pytest_report_from_serializable``
+    hooks, a plain test report without a traceback (the passed and skipped reports a
+    warm run is made of) is built directly: the hook and pytest's general decoding took
+    a tenth of a warm run. Anything else (a traceback, a subtest's report) goes
+    through the hook."""
     rebuild = config.stash.get(_rebuilder_key, None)
     if rebuild is not None:
         return rebuild
@@ -117,8 +120,8 @@ def _rebuilder(config: pytest.Config) -> Callable[[dict], object]:
         del data["$report_type"]
         return pytest.TestReport(**data)
 
-    pytest_only = all(impl.function.__module__ in _PYTEST_DECODERS for impl in hook.get_hookimpls())
-    rebuild = config.stash[_rebuilder_key] = direct if pytest_only else through_hook
+    known_only = all(impl.function.__module__ in _KNOWN_DECODERS for impl in hook.get_hookimpls())
+    rebuild = config.stash[_rebuilder_key] = direct if known_only else through_hook
     return rebuild
 
 

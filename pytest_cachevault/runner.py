@@ -3,7 +3,8 @@
 Roles, as in pytest-xdist: in a serial run or an xdist worker, :class:`VaultPlugin`
 traces, looks up, replays and records; in an xdist controller only the
 :class:`~pytest_cachevault.report.VaultReporter` runs, counting the reports the
-workers send. :mod:`plugin` imports this module only when the vault is on.
+workers send, with :mod:`wire`'s receiver, which rebuilds those of replayed tests.
+:mod:`plugin` imports this module only when the vault is on.
 """
 
 from __future__ import annotations
@@ -14,12 +15,13 @@ import os
 import sys
 import sysconfig
 import warnings
+from contextlib import nullcontext
 from pathlib import Path
 
 import pytest
 
 from . import config as vault_config
-from . import child, collect, explain, fingerprint, replay
+from . import child, collect, explain, fingerprint, replay, wire
 from .hashing import Hasher
 from .inputs import Dependencies
 from .plugin import EXPLAIN_ALL, MARKER, TRACER_KEY, is_controller
@@ -83,6 +85,7 @@ def configure(config: pytest.Config, vault: vault_config.VaultConfig) -> None:
         reporter.describe = lambda: _describe(config, vault, explain_option)
     config.pluginmanager.register(reporter, "cachevault-reporter")
     if is_controller(config.option):
+        config.pluginmanager.register(wire.ReplayedReportReceiver(), "cachevault-receiver")
         return
     if TRACER_KEY not in config.stash:
         start_tracer(config)
@@ -112,7 +115,11 @@ def configure(config: pytest.Config, vault: vault_config.VaultConfig) -> None:
     pause = CollectorPause()
     config.pluginmanager.register(pause, "cachevault-collector")
     config.pluginmanager.register(VaultPlugin(session, reporter, pause), "cachevault-session")
-    config.pluginmanager.register(Replayer(), "cachevault-replayer")
+    sender = None
+    if wire.offered(config):
+        sender = wire.ReplayedReportSender()
+        config.pluginmanager.register(sender, "cachevault-sender")
+    config.pluginmanager.register(Replayer(sender), "cachevault-replayer")
 
 
 def _can_skip_collection(config: pytest.Config, vault: vault_config.VaultConfig) -> bool:
@@ -225,11 +232,17 @@ class CollectorPause:
 class Replayer:
     """Short-circuits the run protocol of a test whose lookup hit."""
 
+    def __init__(self, sender: wire.ReplayedReportSender | None = None) -> None:
+        #: An xdist worker's way of sending replayed reports, where its controller offered it.
+        self.sender = sender
+
     @pytest.hookimpl(tryfirst=True)
     def pytest_runtest_protocol(self, item: pytest.Item, nextitem: pytest.Item | None) -> bool | None:
         verdict = item.stash.get(_verdict_key, None)
         if verdict is not None and verdict.reports is not None:
-            replay.emit(item, verdict.reports, verdict.warnings)
+            sending = self.sender.replaying(verdict.reports, verdict.stored) if self.sender else nullcontext()
+            with sending:
+                replay.emit(item, verdict.reports, verdict.warnings)
             return True
         if isinstance(item, collect.StoredItem):  # it changed during the run: run it for real
             real = collect.realize(item)

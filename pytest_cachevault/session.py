@@ -41,6 +41,8 @@ class Verdict:
     #: The ``--vault-explain`` line: ``new``, ``changed: src/x.py``, ``env: APP_MODE``...
     why: str = ""
     warnings: list = dataclasses.field(default_factory=list)
+    #: The record's text the reports were rebuilt from (see :mod:`wire`).
+    stored: str = ""
 
 
 class VaultSession:
@@ -185,7 +187,7 @@ class VaultSession:
             stored_warnings = entry.get("warnings")
             if not isinstance(stored_warnings, list):
                 stored_warnings = []
-            return Verdict(reports, replay.CACHED, warnings=stored_warnings)
+            return Verdict(reports, replay.CACHED, warnings=stored_warnings, stored=entry["reports"])
         if not changes:
             if module.key in self.store.ignored:  # PYTEST_VAULT_KEY set, records not signed with it
                 return Verdict(None, NEW, self.store.ignored[module.key])

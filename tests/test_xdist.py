@@ -20,6 +20,7 @@ from conftest import (
     no_traceback,
     record_files,
     record_of,
+    replayed,
     stored_tests,
     unpacked,
     vault_counts,
@@ -322,3 +323,133 @@ def test_every_worker_s_warning_is_shown_once(pytester, run_vault, ran_log):
         "results of this run are not stored"
     ]
     assert vault_counts(result) == (0, 24)
+
+
+#: Every kind of report content a replayed test gives back, and a controller-side
+#: conftest that notes how each report of the run loop reached it.
+WIRE_PROJECT = {
+    "conftest.py": """
+        import os
+
+        import pytest
+
+        from pytest_cachevault.wire import POSITION
+
+
+        @pytest.hookimpl(wrapper=True)
+        def pytest_report_from_serializable(config, data):
+            report = yield
+            if "worker_id" in data:  # sent by an xdist worker
+                form = "position" if POSITION in data else "fields"
+                with open(os.environ["WIRE_LOG"], "a", encoding="utf-8") as log:
+                    log.write(f"{report.nodeid} {report.when} {form}\\n")
+            return report
+    """,
+    "test_kinds.py": """
+        import logging
+        import sys
+
+        import pytest
+
+
+        def test_prints(record_property):
+            print("hello from stdout")
+            print("hello from stderr", file=sys.stderr)
+            logging.getLogger("kinds").warning("logged")
+            record_property("answer", 42)
+
+
+        def test_skips_at_runtime():
+            pytest.skip("needs a GPU")
+
+
+        @pytest.mark.skip(reason="not on this platform")
+        def test_skipped_by_marker():
+            pass
+
+
+        @pytest.mark.xfail(reason="bug 12")
+        def test_known_bug():
+            assert 1 + 1 == 3
+
+
+        @pytest.mark.xfail(reason="bug 13")
+        def test_fixed_bug():
+            pass
+
+
+        @pytest.mark.parametrize("n", range(6))
+        def test_many(n):
+            print(f"n is {n}")
+    """,
+}
+SUBTESTS = """
+    def test_parts(subtests):
+        for i in range(3):
+            with subtests.test(msg="part", i=i):
+                print(f"part {i}")
+"""
+
+
+_XDIST_VERBOSE_RE = re.compile(r"^\[gw\d+\] \[\s*\d+%\] (.+?) (\S+::\S+)\s*$", re.MULTILINE)
+
+
+def _xdist_statuses(result) -> dict[str, str]:
+    """``{nodeid: "PASSED (cached)"...}`` from the ``-v`` lines of an xdist run."""
+    return {nodeid: status for status, nodeid in _XDIST_VERBOSE_RE.findall(result.stdout.str())}
+
+
+def _junit_testcases(path: Path) -> dict[str, str]:
+    """Each testcase of a junit XML file as text, keyed by name, without its times."""
+    cases = {}
+    for case in ET.parse(path).getroot().iter("testcase"):
+        case.attrib.pop("time", None)
+        cases[f"{case.get('classname')}::{case.get('name')}"] = ET.tostring(case, encoding="unicode")
+    return cases
+
+
+def _summary_sections(result) -> str:
+    """What ``-rA`` prints after the run, sorted: sections of captured output and the
+    short summary, without xdist's lines naming the worker, the junit file's name and
+    the run's time."""
+    text = result.stdout.str()
+    lines = text[text.index("= PASSES ="):].strip().splitlines()[:-1]  # not the timed last line
+    return "\n".join(sorted(line for line in lines if not line.startswith(("[gw", "- generated xml file"))))
+
+
+def test_a_replayed_test_crosses_to_the_controller_as_its_record(pytester, run_vault, tmp_path, monkeypatch):
+    """Under ``-n 2`` a worker sends the record of a replayed test with its first report
+    and only a position with each of the others, and the controller shows what a serial
+    replay shows: the same ``-rA`` sections, junit XML testcases and ``(cached)`` lines."""
+    files = dict(WIRE_PROJECT)
+    if hasattr(pytest, "Subtests"):  # pytest 9: a subtest's reports cross too
+        files["test_parts.py"] = SUBTESTS
+    write_files(pytester.path, files)
+    wire_log = tmp_path / "wire.log"
+    monkeypatch.setenv("WIRE_LOG", str(wire_log))
+    args = ("-rA", "-v", "-o", "junit_logging=all")
+
+    first = run_vault("-n", "2", *args, f"--junitxml={tmp_path / 'first.xml'}")
+    no_traceback(first)
+    tests = len(_xdist_statuses(first))
+    assert tests >= 11 and vault_counts(first) == (0, tests)
+    live = wire_log.read_text(encoding="utf-8").splitlines()
+    assert live and {line.split()[-1] for line in live} == {"fields"}
+    wire_log.unlink()
+
+    serial = run_vault(*args, f"--junitxml={tmp_path / 'serial.xml'}")
+    replayed_n2 = run_vault("-n", "2", *args, f"--junitxml={tmp_path / 'xdist.xml'}")
+    no_traceback(replayed_n2)
+    assert vault_counts(serial) == vault_counts(replayed_n2) == (tests, 0)
+    assert replayed_n2.parseoutcomes() == serial.parseoutcomes() == first.parseoutcomes()
+    live_statuses = _xdist_statuses(first)
+    assert _xdist_statuses(replayed_n2) == {nodeid: f"{status} (cached)" for nodeid, status in live_statuses.items()}
+    assert replayed(serial) == set(live_statuses)
+    assert _summary_sections(replayed_n2) == _summary_sections(serial)
+    assert "hello from stderr" in _summary_sections(serial)
+    assert _junit_testcases(tmp_path / "xdist.xml") == _junit_testcases(tmp_path / "serial.xml")
+
+    # The same reports as in the live run, each a position, the first with the record.
+    crossed = wire_log.read_text(encoding="utf-8").splitlines()
+    assert sorted(line.rsplit(" ", 1)[0] for line in crossed) == sorted(line.rsplit(" ", 1)[0] for line in live)
+    assert {line.split()[-1] for line in crossed} == {"position"}
