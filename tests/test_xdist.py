@@ -16,6 +16,7 @@ import pytest
 from pytest_cachevault.store import LAYOUT, Store, record_key_and_name
 
 from conftest import (
+    OUTCOMES_FILES,
     RANLOG_MODULE,
     no_traceback,
     record_files,
@@ -325,57 +326,36 @@ def test_every_worker_s_warning_is_shown_once(pytester, run_vault, ran_log):
     assert vault_counts(result) == (0, 24)
 
 
-#: Every kind of report content a replayed test gives back, and a controller-side
-#: conftest that notes how each report of the run loop reached it.
+#: Every kind of report content a replayed test gives back (``OUTCOMES_FILES`` and
+#: more), and a conftest that notes how each report a worker sent reached the controller.
 WIRE_PROJECT = {
     "conftest.py": """
         import os
 
         import pytest
 
-        from pytest_cachevault.wire import POSITION
+        from pytest_cachevault.wire import POSITION, STORED
 
 
         @pytest.hookimpl(wrapper=True)
         def pytest_report_from_serializable(config, data):
             report = yield
             if "worker_id" in data:  # sent by an xdist worker
-                form = "position" if POSITION in data else "fields"
+                form = "record" if STORED in data else "position" if POSITION in data else "fields"
                 with open(os.environ["WIRE_LOG"], "a", encoding="utf-8") as log:
                     log.write(f"{report.nodeid} {report.when} {form}\\n")
             return report
     """,
-    "test_kinds.py": """
+    **OUTCOMES_FILES,
+    "test_more.py": """
         import logging
-        import sys
 
         import pytest
 
 
-        def test_prints(record_property):
-            print("hello from stdout")
-            print("hello from stderr", file=sys.stderr)
-            logging.getLogger("kinds").warning("logged")
+        def test_logs(record_property):
+            logging.getLogger("more").warning("logged")
             record_property("answer", 42)
-
-
-        def test_skips_at_runtime():
-            pytest.skip("needs a GPU")
-
-
-        @pytest.mark.skip(reason="not on this platform")
-        def test_skipped_by_marker():
-            pass
-
-
-        @pytest.mark.xfail(reason="bug 12")
-        def test_known_bug():
-            assert 1 + 1 == 3
-
-
-        @pytest.mark.xfail(reason="bug 13")
-        def test_fixed_bug():
-            pass
 
 
         @pytest.mark.parametrize("n", range(6))
@@ -432,7 +412,7 @@ def test_a_replayed_test_crosses_to_the_controller_as_its_record(pytester, run_v
     first = run_vault("-n", "2", *args, f"--junitxml={tmp_path / 'first.xml'}")
     no_traceback(first)
     tests = len(_xdist_statuses(first))
-    assert tests >= 11 and vault_counts(first) == (0, tests)
+    assert tests >= 13 and vault_counts(first) == (0, tests)
     live = wire_log.read_text(encoding="utf-8").splitlines()
     assert live and {line.split()[-1] for line in live} == {"fields"}
     wire_log.unlink()
@@ -447,9 +427,17 @@ def test_a_replayed_test_crosses_to_the_controller_as_its_record(pytester, run_v
     assert replayed(serial) == set(live_statuses)
     assert _summary_sections(replayed_n2) == _summary_sections(serial)
     assert "hello from stderr" in _summary_sections(serial)
-    assert _junit_testcases(tmp_path / "xdist.xml") == _junit_testcases(tmp_path / "serial.xml")
+    testcases = _junit_testcases(tmp_path / "serial.xml")
+    assert len(testcases) == tests and "hello from stdout" in "".join(testcases.values())
+    assert _junit_testcases(tmp_path / "xdist.xml") == testcases
 
-    # The same reports as in the live run, each a position, the first with the record.
+    # The same reports as in the live run: each test's first with its record, the others as positions.
     crossed = wire_log.read_text(encoding="utf-8").splitlines()
     assert sorted(line.rsplit(" ", 1)[0] for line in crossed) == sorted(line.rsplit(" ", 1)[0] for line in live)
-    assert {line.split()[-1] for line in crossed} == {"position"}
+    forms = collections.defaultdict(list)
+    for line in crossed:
+        nodeid, when, form = line.split()
+        forms[nodeid].append((when, form))
+    assert set(forms) == set(live_statuses)
+    for reports in forms.values():
+        assert reports[0] == ("setup", "record") and {form for _, form in reports[1:]} == {"position"}
