@@ -411,7 +411,8 @@ def test_a_replayed_test_crosses_to_the_controller_as_its_record(pytester, run_v
 
     first = run_vault("-n", "2", *args, f"--junitxml={tmp_path / 'first.xml'}")
     no_traceback(first)
-    tests = len(_xdist_statuses(first))
+    live_statuses = _xdist_statuses(first)
+    tests = len(live_statuses)
     assert tests >= 13 and vault_counts(first) == (0, tests)
     live = wire_log.read_text(encoding="utf-8").splitlines()
     assert live and {line.split()[-1] for line in live} == {"fields"}
@@ -422,7 +423,6 @@ def test_a_replayed_test_crosses_to_the_controller_as_its_record(pytester, run_v
     no_traceback(replayed_n2)
     assert vault_counts(serial) == vault_counts(replayed_n2) == (tests, 0)
     assert replayed_n2.parseoutcomes() == serial.parseoutcomes() == first.parseoutcomes()
-    live_statuses = _xdist_statuses(first)
     assert _xdist_statuses(replayed_n2) == {nodeid: f"{status} (cached)" for nodeid, status in live_statuses.items()}
     assert replayed(serial) == set(live_statuses)
     assert _summary_sections(replayed_n2) == _summary_sections(serial)
